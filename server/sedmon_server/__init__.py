@@ -1,0 +1,1 @@
+"""sedmon-server: ingest sketches, keep rolling Gram matrices, serve spectral edges."""
