@@ -1,0 +1,1 @@
+"""HTTP routers, one per resource; routes stay thin and call the store/ingest modules."""

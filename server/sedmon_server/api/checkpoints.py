@@ -1,0 +1,119 @@
+"""Checkpoints: one at a time (the training job) or a batch (backfill, all or nothing)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from sqlalchemy import Engine
+
+from sedmon_core.schemas import (
+    CheckpointAck,
+    CheckpointBatchAck,
+    CheckpointBatchIn,
+    CheckpointIn,
+)
+from sedmon_server.api.dependencies import BAD_INPUT, ERROR_RESPONSES, NOT_FOUND, engine_of
+from sedmon_server.auth import Principal, require
+from sedmon_server.ingest import IngestError, IngestOutcome, ingest
+from sedmon_server.observability import Observability
+
+router = APIRouter(prefix="/api/v1/runs", tags=["checkpoints"])
+
+INGEST_RESPONSES = {
+    **ERROR_RESPONSES,
+    **NOT_FOUND,
+    **BAD_INPUT,
+    409: {"description": "Step not after the run's last, or the same step with another payload"},
+    422: {"description": "Wrong groups or lengths, non-finite numbers, or an invalid body"},
+}
+
+
+def _run(
+    request: Request,
+    engine: Engine,
+    principal: Principal,
+    run_id: int,
+    checkpoints: list[CheckpointIn],
+    endpoint: str,
+) -> IngestOutcome:
+    obs: Observability = request.app.state.observability
+    started = time.perf_counter()
+    try:
+        outcome = ingest(engine, run_id, checkpoints, principal.sees, request.app.state.observers)
+    except IngestError as exc:
+        obs.checkpoints.labels(outcome=str(exc.status_code)).inc(len(checkpoints))
+        raise HTTPException(exc.status_code, exc.detail) from exc
+    obs.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+    obs.checkpoints.labels(outcome="created").inc(outcome.created)
+    obs.checkpoints.labels(outcome="unchanged").inc(outcome.unchanged)
+    last = outcome.acks[-1] if outcome.acks else None
+    if outcome.created and last is not None and last.edge is not None:
+        obs.record_edge(
+            run_id,
+            outcome.run["project"],
+            outcome.run["name"],
+            last.edge.gap_ratio,
+            last.edge.signal_rank,
+        )
+    return outcome
+
+
+@router.post(
+    "/{run_id}/checkpoints",
+    response_model=CheckpointAck,
+    status_code=201,
+    responses={
+        200: {"model": CheckpointAck, "description": "Same step, same payload"},
+        **INGEST_RESPONSES,
+    },
+)
+def post_checkpoint(
+    run_id: int,
+    body: CheckpointIn,
+    request: Request,
+    response: Response,
+    principal: Annotated[Principal, Depends(require("ingest"))],
+    engine: Annotated[Engine, Depends(engine_of)],
+) -> CheckpointAck:
+    """Ingest the sketch (positions) of one checkpoint; answers the edge of the smallest window."""
+    outcome = _run(request, engine, principal, run_id, [body], "checkpoint")
+    if not outcome.created:
+        response.status_code = 200
+    return outcome.acks[0]
+
+
+@router.post(
+    "/{run_id}/checkpoints:batch",
+    response_model=CheckpointBatchAck,
+    status_code=201,
+    responses={
+        200: {"model": CheckpointBatchAck, "description": "Every checkpoint was known"},
+        **INGEST_RESPONSES,
+    },
+)
+@router.post(
+    "/{run_id}/checkpoints/batch",
+    response_model=CheckpointBatchAck,
+    status_code=201,
+    include_in_schema=False,
+)
+def post_batch(
+    run_id: int,
+    body: CheckpointBatchIn,
+    request: Request,
+    response: Response,
+    principal: Annotated[Principal, Depends(require("ingest"))],
+    engine: Annotated[Engine, Depends(engine_of)],
+) -> CheckpointBatchAck:
+    """Backfill many checkpoints in step order under the single-checkpoint rules, all or nothing."""
+    outcome = _run(request, engine, principal, run_id, list(body.checkpoints), "batch")
+    if not outcome.created:
+        response.status_code = 200
+    return CheckpointBatchAck(
+        run_id=run_id,
+        created=outcome.created,
+        unchanged=outcome.unchanged,
+        last=outcome.acks[-1] if outcome.acks else None,
+    )

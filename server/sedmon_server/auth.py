@@ -1,0 +1,147 @@
+"""Bearer tokens: per project, one scope each, stored as sha256 hashes.
+
+Scopes nest: `admin` can do what `ingest` can, and `ingest` what `read` can (a training
+job reads back its own run). A token of project P sees only P's runs; another project's
+run answers 404, exactly like a run that does not exist. The bootstrap token from
+SEDMON_ADMIN_TOKEN is an admin of every project; so is a stored admin token created
+without a project. 401 (with WWW-Authenticate) without a token or with an unknown or
+revoked one, 403 for a scope too small or a project not the token's.
+The dashboard's HttpOnly cookie `sedmon_token` stands in for the header on GET and HEAD
+requests that carry none (`credentials`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import HTTPException, Request
+from sqlalchemy import Connection, Engine, select
+
+from sedmon_server import tables
+
+SCOPES: tuple[str, ...] = ("read", "ingest", "admin")
+TOKEN_PREFIX = "sedmon_"
+COOKIE_NAME = "sedmon_token"
+"""The dashboard's session cookie: a token, accepted for GET/HEAD requests only."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's project (None: every project) and scope."""
+
+    project: str | None
+    scope: str
+    token_id: int | None = None
+
+    def has_scope(self, scope: str) -> bool:
+        return SCOPES.index(self.scope) >= SCOPES.index(scope)
+
+    def sees(self, project: str) -> bool:
+        return self.project is None or self.project == project
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh random token: "sedmon_" + 43 url-safe characters (256 bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_token(
+    conn: Connection, project: str | None, scope: str, label: str | None
+) -> tuple[int, str]:
+    """Store a new token (hashed); returns (id, the token in clear, shown once)."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    if project is None and scope != "admin":
+        raise ValueError("a read or ingest token needs a project")
+    token = new_token()
+    row = conn.execute(
+        tables.tokens.insert()
+        .values(
+            token_hash=hash_token(token),
+            prefix=token[: len(TOKEN_PREFIX) + 4],
+            project=project,
+            scope=scope,
+            label=label,
+            created_at=datetime.now(UTC),
+        )
+        .returning(tables.tokens.c.id)
+    ).one()
+    return int(row.id), token
+
+
+def revoke_token(conn: Connection, token_id: int, project: str | None = None) -> bool:
+    """Revoke a token (of `project` when given); False when there is none to revoke."""
+    t = tables.tokens
+    stmt = t.update().where(t.c.id == token_id, t.c.revoked_at.is_(None))
+    if project is not None:
+        stmt = stmt.where(t.c.project == project)
+    return conn.execute(stmt.values(revoked_at=datetime.now(UTC))).rowcount > 0
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="sedmon"'})
+
+
+def authenticate(engine: Engine, admin_token: str, authorization: str | None) -> Principal:
+    """The principal of an Authorization header; raises 401 when there is none."""
+    if not authorization:
+        raise _unauthorized("missing bearer token")
+    kind, _, token = authorization.partition(" ")
+    token = token.strip()
+    if kind.lower() != "bearer" or not token:
+        raise _unauthorized("expected 'Authorization: Bearer <token>'")
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Principal(project=None, scope="admin")
+    t = tables.tokens
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(t.c.id, t.c.project, t.c.scope).where(
+                t.c.token_hash == hash_token(token), t.c.revoked_at.is_(None)
+            )
+        ).first()
+    if row is None:
+        raise _unauthorized("unknown or revoked token")
+    return Principal(project=row.project, scope=row.scope, token_id=int(row.id))
+
+
+def credentials(request: Request) -> str | None:
+    """The Authorization header; for GET/HEAD without one, the dashboard's cookie as a bearer.
+
+    The cookie is HttpOnly and SameSite=Strict, and never counts for writes, so no other site
+    can act with it.
+    """
+    header = request.headers.get("authorization")
+    if header or request.method not in ("GET", "HEAD"):
+        return header
+    cookie = request.cookies.get(COOKIE_NAME)
+    return f"Bearer {cookie}" if cookie else None
+
+
+def require(scope: str) -> Callable[[Request], Principal]:
+    """FastAPI dependency: the caller's principal, which must hold at least `scope`."""
+
+    def dependency(request: Request) -> Principal:
+        state: Any = request.app.state
+        principal = authenticate(state.engine, state.settings.admin_token, credentials(request))
+        if not principal.has_scope(scope):
+            raise HTTPException(403, f"this token's scope is {principal.scope!r}; needs {scope!r}")
+        return principal
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+def check_project(principal: Principal, project: str) -> None:
+    """403 when the principal may not act on `project` (used for bodies naming a project)."""
+    if not principal.sees(project):
+        raise HTTPException(403, f"this token is not valid for project {project!r}")

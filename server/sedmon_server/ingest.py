@@ -1,0 +1,574 @@
+"""Ingest: one checkpoint, one transaction, serialised per run.
+
+For each checkpoint (DESIGN.md, "Data flow", step 3):
+
+1. lock the run row (PostgreSQL `SELECT ... FOR UPDATE`; SQLite `BEGIN IMMEDIATE`);
+2. check it: groups and lengths (422), finite numbers (422, plus a `non_finite` run event
+   in a transaction of its own), the step against the last one (idempotent on (run,
+   step): same payload 200, different payload 409, a step not after the last 409);
+3. per group, delta = position - previous position (float64); its dot products with the
+   last W_max - 1 stored deltas; `roll_gram`; group "all" = the sum of the group Grams
+   when the run has named groups (groups are disjoint blocks of the parameters);
+4. `window_spectra` for every configured window, every group and "all"; store them, the
+   checkpoint (digest, positions, dot row) and its metrics; update the run and its
+   O(W_max k) group state. Nothing reads the run's history.
+
+Observers (the alerts engine's hook). Anything passed to `create_app(observers=[...])`
+implementing `CheckpointObserver` is called inside the ingest transaction, each call in a
+SAVEPOINT: an observer that raises is logged and rolled back alone, never the checkpoint.
+
+    class CheckpointObserver(Protocol):
+        def on_checkpoint(self, conn: Connection, run: Mapping[str, Any], step: int,
+                          spectra: Mapping[tuple[str, int], WindowSpectrum],
+                          metrics: Mapping[str, float]) -> None: ...
+        def on_non_finite(self, conn: Connection, run: Mapping[str, Any], step: int,
+                          details: Mapping[str, Any]) -> None: ...
+
+`run` is the run row after this checkpoint (last_step == step); `spectra` maps (group,
+window) to the new spectrum (empty for the first checkpoint, which has no delta);
+`on_non_finite` runs in the transaction that records the rejected checkpoint's
+`run_events` row (kind "non_finite"; details: the groups and metric names holding
+non-finite numbers and their count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast, runtime_checkable
+
+import numpy as np
+from sqlalchemy import Connection, Engine, bindparam, select
+
+from sedmon_core.schemas import (
+    ALL_GROUP,
+    MAX_IDENTITY_DIM,
+    CheckpointAck,
+    CheckpointIn,
+    EdgeSummary,
+    Phase,
+)
+from sedmon_core.spectrum import WindowSpectrum, roll_gram, window_spectra
+from sedmon_server import tables
+from sedmon_server.metric_store import upsert_metrics
+
+log = logging.getLogger(__name__)
+
+PHASE_HISTORY = 128
+"""Recent gap ratios per window kept on the run row for the live phase (bounded work)."""
+PHASE_MIN_POINTS = 3
+"""Below this many windows the phase is "warmup"."""
+
+
+# Statements of the hot path, built once so SQLAlchemy's compiled cache serves them.
+_r, _gs, _ck = tables.runs, tables.group_state, tables.checkpoints
+LOCK_RUN = select(_r).where(_r.c.id == bindparam("run_id"))
+LOCK_RUN_FOR_UPDATE = LOCK_RUN.with_for_update()
+LOAD_STATE = select(_gs).where(_gs.c.run_id == bindparam("run_id"))
+INSERT_CHECKPOINT = _ck.insert()
+INSERT_SPECTRA = tables.spectra.insert()
+INSERT_STATE = _gs.insert()
+UPDATE_STATE = (
+    _gs.update()
+    .where(_gs.c.run_id == bindparam("b_run"), _gs.c.group_name == bindparam("b_group"))
+    .values({c: bindparam(c) for c in ("position", "deltas", "gram", "count")})
+)
+UPDATE_RUN = (
+    _r.update()
+    .where(_r.c.id == bindparam("b_id"))
+    .values(
+        {
+            c: bindparam(c)
+            for c in (
+                "last_step",
+                "last_checkpoint_at",
+                "num_checkpoints",
+                "group_dims",
+                "edge_series",
+            )
+        }
+    )
+)
+
+
+@runtime_checkable
+class CheckpointObserver(Protocol):
+    """Called inside ingest transactions; see the module docstring."""
+
+    def on_checkpoint(
+        self,
+        conn: Connection,
+        run: Mapping[str, Any],
+        step: int,
+        spectra: Mapping[tuple[str, int], WindowSpectrum],
+        metrics: Mapping[str, float],
+    ) -> None: ...
+
+    def on_non_finite(
+        self, conn: Connection, run: Mapping[str, Any], step: int, details: Mapping[str, Any]
+    ) -> None: ...
+
+
+class IngestError(Exception):
+    """A checkpoint refused: HTTP status and detail; nothing was written."""
+
+    def __init__(self, status_code: int, detail: Any) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+class NonFiniteError(IngestError):
+    def __init__(self, step: int, details: dict[str, Any], detail: str) -> None:
+        super().__init__(422, detail)
+        self.step = step
+        self.details = details
+
+
+@dataclass
+class IngestOutcome:
+    """What one ingest call did; `edges` feeds the per-run Prometheus gauges."""
+
+    acks: list[CheckpointAck]
+    created: int
+    unchanged: int
+    run: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _f64(blob: bytes | None, shape: tuple[int, ...]) -> np.ndarray:
+    if not blob:
+        return np.zeros(shape, dtype=np.float64)
+    return np.frombuffer(blob, dtype=np.float64).reshape(shape).copy()
+
+
+def payload_digest(
+    step: int, groups: Sequence[str], arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float]
+) -> str:
+    """sha256 of the checkpoint's content: step, float64 positions per group, metrics."""
+    h = hashlib.sha256(f"step={step}".encode())
+    for g in groups:
+        h.update(f"|group={g}|".encode())
+        h.update(np.ascontiguousarray(arrays[g], dtype="<f8").tobytes())
+    for name in sorted(metrics):
+        h.update(f"|metric={name}={float(metrics[name])!r}".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class _GroupState:
+    position: np.ndarray
+    deltas: np.ndarray  # (m, k), oldest first, m <= W_max - 1
+    gram: np.ndarray  # (n, n), the last n <= W_max deltas
+    count: int
+    exists: bool
+
+
+class _RunIngest:
+    """One run's ingest inside one locked transaction (one checkpoint or a batch)."""
+
+    def __init__(
+        self, conn: Connection, run: Mapping[str, Any], observers: Sequence[CheckpointObserver]
+    ) -> None:
+        self.conn = conn
+        self.run = dict(run)
+        self.observers = observers
+        self.groups: list[str] = list(run["groups"])
+        self.windows: list[int] = sorted(int(w) for w in run["windows"])
+        self.w_max = max(self.windows)
+        self.method: str = run["sketch_method"]
+        self.dim = int(run["sketch_dim"])
+        self.dims: list[int] | None = (
+            [int(d) for d in run["group_dims"]] if run["group_dims"] is not None else None
+        )
+        self.states = self._load_states()
+        self.series = self._load_series()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _load_states(self) -> dict[str, _GroupState]:
+        rows = self.conn.execute(LOAD_STATE, {"run_id": self.run["id"]}).mappings()
+        out: dict[str, _GroupState] = {}
+        for row in rows:
+            pos = np.frombuffer(row["position"], dtype=np.float64).copy()
+            k = pos.size
+            count = int(row["count"])
+            m = min(count, self.w_max - 1)
+            n = min(count, self.w_max)
+            out[row["group_name"]] = _GroupState(
+                position=pos,
+                deltas=_f64(row["deltas"], (m, k)),
+                gram=_f64(row["gram"], (n, n)),
+                count=count,
+                exists=True,
+            )
+        return out
+
+    def _load_series(self) -> np.ndarray:
+        blob = self.run.get("edge_series")
+        shape = (len(self.windows), PHASE_HISTORY)
+        if not blob:
+            return np.full(shape, np.nan)
+        return _f64(blob, shape)
+
+    # -- checks --------------------------------------------------------------------------
+
+    def _arrays(self, cp: CheckpointIn) -> dict[str, np.ndarray]:
+        got = set(cp.sketch)
+        want = set(self.groups)
+        if got != want:
+            missing = sorted(want - got)
+            extra = sorted(got - want)
+            raise IngestError(
+                422,
+                f"sketch groups must be {sorted(want)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {extra}" if extra else ""),
+            )
+        arrays = {g: np.asarray(cp.sketch[g], dtype=np.float64) for g in self.groups}
+        lengths = [int(arrays[g].size) for g in self.groups]
+        if self.method == "identity":
+            if self.dims is not None and lengths != self.dims:
+                raise IngestError(
+                    422,
+                    f"sketch lengths {lengths} differ from the run's {self.dims} (groups "
+                    f"{self.groups})",
+                )
+            if sum(lengths) > MAX_IDENTITY_DIM or min(lengths) < 1:
+                raise IngestError(
+                    422, f"identity sketch length must be 1..{MAX_IDENTITY_DIM} in total"
+                )
+        else:
+            bad = [g for g, n in zip(self.groups, lengths, strict=True) if n != self.dim]
+            if bad:
+                raise IngestError(
+                    422, f"sketch of group(s) {bad} must have length {self.dim} (the run's dim)"
+                )
+        bad_groups = [g for g in self.groups if not np.all(np.isfinite(arrays[g]))]
+        bad_metrics = sorted(n for n, v in cp.metrics.items() if not np.isfinite(v))
+        if bad_groups or bad_metrics:
+            count = sum(int(np.count_nonzero(~np.isfinite(arrays[g]))) for g in bad_groups)
+            details = {
+                "groups": bad_groups,
+                "metrics": bad_metrics,
+                "count": count + len(bad_metrics),
+            }
+            raise NonFiniteError(
+                cp.step,
+                details,
+                f"non-finite numbers at step {cp.step}: groups {bad_groups}, metrics {bad_metrics}",
+            )
+        if self.dims is None:
+            self.dims = lengths
+        return arrays
+
+    # -- one checkpoint --------------------------------------------------------------------
+
+    def add(self, cp: CheckpointIn) -> tuple[CheckpointAck, bool]:
+        arrays = self._arrays(cp)
+        digest = payload_digest(cp.step, self.groups, arrays, cp.metrics)
+        last = self.run["last_step"]
+        if last is not None and cp.step <= int(last):
+            return self._repeat(cp.step, digest, int(last)), False
+        now = datetime.now(UTC)
+        spectra, dot_rows, lags = self._advance(arrays)
+        edges = self._phases(spectra, cp.step)
+        self._write(cp, arrays, digest, spectra, edges, dot_rows, lags, now)
+        ack = CheckpointAck(
+            run_id=int(self.run["id"]),
+            step=cp.step,
+            created=True,
+            edge=edges.get(self.windows[0]),
+        )
+        for obs in self.observers:
+            try:
+                with self.conn.begin_nested():
+                    obs.on_checkpoint(self.conn, self.run, cp.step, spectra, cp.metrics)
+            except Exception:
+                log.exception(
+                    "checkpoint observer %r failed (run %s, step %s)", obs, self.run["id"], cp.step
+                )
+        return ack, True
+
+    def _repeat(self, step: int, digest: str, last: int) -> CheckpointAck:
+        c = tables.checkpoints
+        stored = self.conn.execute(
+            select(c.c.digest).where(c.c.run_id == self.run["id"], c.c.step == step)
+        ).scalar_one_or_none()
+        if stored is None:
+            raise IngestError(409, f"step {step} is not after the run's last step {last}")
+        if stored != digest:
+            raise IngestError(409, f"step {step} was already recorded with a different payload")
+        return CheckpointAck(
+            run_id=int(self.run["id"]),
+            step=step,
+            created=False,
+            edge=stored_edge(self.conn, int(self.run["id"]), step, self.windows[0]),
+        )
+
+    def _advance(
+        self, arrays: dict[str, np.ndarray]
+    ) -> tuple[dict[tuple[str, int], WindowSpectrum], np.ndarray | None, int]:
+        if not self.states:
+            for g in self.groups:
+                k = arrays[g].size
+                self.states[g] = _GroupState(
+                    arrays[g].copy(), np.zeros((0, k)), np.zeros((0, 0)), 0, exists=False
+                )
+            return {}, None, 0
+        keep = self.w_max - 1
+        grams: dict[str, np.ndarray] = {}
+        dot_rows = []
+        lags = 0
+        for g in self.groups:
+            st = self.states[g]
+            delta = arrays[g] - st.position
+            m = st.deltas.shape[0]
+            lags = m
+            dots = st.deltas @ delta if m else np.zeros(0)
+            sq = float(delta @ delta)
+            gram = roll_gram(
+                st.gram[st.gram.shape[0] - m :, st.gram.shape[0] - m :], dots, sq, self.w_max
+            )
+            st.deltas = np.vstack([st.deltas, delta[None, :]])[-keep:] if keep else st.deltas
+            st.gram = gram
+            st.position = arrays[g].copy()
+            st.count += 1
+            grams[g] = gram
+            dot_rows.append(np.append(dots, sq))
+        noise = None if self.method == "identity" else self.dim
+        spectra: dict[tuple[str, int], WindowSpectrum] = {}
+        rule = self.run["rank_rule"]
+        if self.groups != [ALL_GROUP]:
+            for g in self.groups:
+                for w, sp in window_spectra(grams[g], self.windows, rule, noise).items():
+                    spectra[(g, w)] = sp
+            total = sum(grams.values())
+            noise_all = None if noise is None else noise * len(self.groups)
+            assert isinstance(total, np.ndarray)
+            for w, sp in window_spectra(total, self.windows, rule, noise_all).items():
+                spectra[(ALL_GROUP, w)] = sp
+        else:
+            for w, sp in window_spectra(grams[ALL_GROUP], self.windows, rule, noise).items():
+                spectra[(ALL_GROUP, w)] = sp
+        return spectra, np.vstack(dot_rows), lags
+
+    def _phases(
+        self, spectra: Mapping[tuple[str, int], WindowSpectrum], step: int
+    ) -> dict[int, EdgeSummary]:
+        """Roll the recent gap-ratio series per window and label the live phase."""
+        self.series[:, :-1] = self.series[:, 1:]
+        self.series[:, -1] = np.nan
+        edges: dict[int, EdgeSummary] = {}
+        for i, w in enumerate(self.windows):
+            sp = spectra.get((ALL_GROUP, w))
+            if sp is None:
+                continue
+            self.series[i, -1] = sp.gap_ratio
+            row = self.series[i]
+            edges[w] = EdgeSummary(
+                step=step,
+                window=w,
+                group=ALL_GROUP,
+                signal_rank=sp.signal_rank,
+                gap_ratio=sp.gap_ratio,
+                edge_strength=sp.edge_strength,
+                phase=cast(Phase, live_phase(row[np.isfinite(row)])),
+            )
+        return edges
+
+    def _write(
+        self,
+        cp: CheckpointIn,
+        arrays: dict[str, np.ndarray],
+        digest: str,
+        spectra: Mapping[tuple[str, int], WindowSpectrum],
+        edges: dict[int, EdgeSummary],
+        dot_rows: np.ndarray | None,
+        lags: int,
+        now: datetime,
+    ) -> None:
+        run_id = int(self.run["id"])
+        conn = self.conn
+        conn.execute(
+            INSERT_CHECKPOINT,
+            {
+                "run_id": run_id,
+                "step": cp.step,
+                "created_at": now,
+                "digest": digest,
+                "sketch": np.concatenate([arrays[g] for g in self.groups]).astype("<f8").tobytes(),
+                "lags": lags,
+                "dots": None if dot_rows is None else dot_rows.astype("<f8").tobytes(),
+            },
+        )
+        if spectra:
+            conn.execute(
+                INSERT_SPECTRA,
+                [
+                    {
+                        "run_id": run_id,
+                        "group_name": g,
+                        "window": w,
+                        "step": cp.step,
+                        "sigma": sp.sigma.astype("<f8").tobytes(),
+                        "ratios": sp.ratios.astype("<f8").tobytes(),
+                        "signal_rank": sp.signal_rank,
+                        "gap_ratio": sp.gap_ratio,
+                        "additive_gap": sp.additive_gap,
+                        "edge_strength": sp.edge_strength,
+                        "total_variance": sp.total_variance,
+                        "effective_rank": sp.effective_rank,
+                        "k95": sp.k95,
+                        "pc1_share": sp.pc1_share,
+                        "drift_speed": sp.drift_speed,
+                        "phase": edges[w].phase if g == ALL_GROUP else None,
+                    }
+                    for (g, w), sp in spectra.items()
+                ],
+            )
+        if cp.metrics:
+            upsert_metrics(conn, run_id, cp.step, cp.metrics)
+        for g in self.groups:
+            st = self.states[g]
+            values = {
+                "position": st.position.astype("<f8").tobytes(),
+                "deltas": st.deltas.astype("<f8").tobytes(),
+                "gram": st.gram.astype("<f8").tobytes(),
+                "count": st.count,
+            }
+            if st.exists:
+                conn.execute(UPDATE_STATE, {"b_run": run_id, "b_group": g, **values})
+            else:
+                conn.execute(INSERT_STATE, {"run_id": run_id, "group_name": g, **values})
+                st.exists = True
+        self.run.update(
+            last_step=cp.step,
+            last_checkpoint_at=now,
+            num_checkpoints=int(self.run["num_checkpoints"]) + 1,
+            group_dims=self.dims,
+            edge_series=self.series.tobytes(),
+        )
+        conn.execute(
+            UPDATE_RUN,
+            {
+                "b_id": run_id,
+                "last_step": cp.step,
+                "last_checkpoint_at": now,
+                "num_checkpoints": self.run["num_checkpoints"],
+                "group_dims": self.dims,
+                "edge_series": self.run["edge_series"],
+            },
+        )
+
+
+def live_phase(series: np.ndarray) -> str:
+    """Phase of the newest point of a recent gap-ratio series: warmup, rise, plateau, collapse.
+
+    Uses sedmon_core.phases.current_phase (threshold method) when that module is present;
+    with fewer than PHASE_MIN_POINTS windows the run is still in "warmup".
+    """
+    if series.size < PHASE_MIN_POINTS:
+        return "warmup"
+    try:
+        from sedmon_core.phases import current_phase
+    except ImportError:  # pragma: no cover - phases ships with sedmon_core
+        return "rise"
+    return current_phase(series) or "warmup"
+
+
+def stored_edge(conn: Connection, run_id: int, step: int, window: int) -> EdgeSummary | None:
+    """The stored edge of group "all" at one step and window (None when not computed)."""
+    s = tables.spectra
+    row = conn.execute(
+        select(s.c.signal_rank, s.c.gap_ratio, s.c.edge_strength, s.c.phase).where(
+            s.c.run_id == run_id,
+            s.c.group_name == ALL_GROUP,
+            s.c.window == window,
+            s.c.step == step,
+        )
+    ).first()
+    if row is None:
+        return None
+    return EdgeSummary(
+        step=step,
+        window=window,
+        group=ALL_GROUP,
+        signal_rank=int(row.signal_rank),
+        gap_ratio=float(row.gap_ratio),
+        edge_strength=float(row.edge_strength),
+        phase=row.phase or "warmup",
+    )
+
+
+def _lock_run(conn: Connection, run_id: int) -> Mapping[str, Any] | None:
+    stmt = LOCK_RUN_FOR_UPDATE if conn.dialect.name == "postgresql" else LOCK_RUN
+    row = conn.execute(stmt, {"run_id": run_id}).mappings().first()
+    return None if row is None else dict(row)
+
+
+def ingest(
+    engine: Engine,
+    run_id: int,
+    checkpoints: Sequence[CheckpointIn],
+    visible: Callable[[str], bool],
+    observers: Sequence[CheckpointObserver] = (),
+) -> IngestOutcome:
+    """Ingest checkpoints of one run in one transaction, all or nothing.
+
+    `visible(project)` says whether the caller may see the run (404 otherwise, as for an
+    unknown run). Raises IngestError (nothing written) or NonFiniteError (nothing written
+    but a non_finite run event).
+    """
+    try:
+        with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+            run = _lock_run(conn, run_id)
+            if run is None or not visible(run["project"]):
+                raise IngestError(404, f"run {run_id} not found")
+            job = _RunIngest(conn, run, observers)
+            acks: list[CheckpointAck] = []
+            created = 0
+            for i, cp in enumerate(checkpoints):
+                try:
+                    ack, new = job.add(cp)
+                except IngestError as exc:
+                    if len(checkpoints) > 1:
+                        exc.detail = f"checkpoint {i} (step {cp.step}): {exc.detail}"
+                    raise
+                acks.append(ack)
+                created += int(new)
+        return IngestOutcome(acks, created, len(acks) - created, job.run)
+    except NonFiniteError as exc:
+        record_non_finite(engine, run_id, exc.step, exc.details, observers)
+        raise
+
+
+def record_non_finite(
+    engine: Engine,
+    run_id: int,
+    step: int,
+    details: Mapping[str, Any],
+    observers: Sequence[CheckpointObserver] = (),
+) -> None:
+    """Store a non_finite run event for a rejected checkpoint and tell the observers."""
+    with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+        run = _lock_run(conn, run_id)
+        if run is None:
+            return
+        conn.execute(
+            tables.run_events.insert().values(
+                run_id=run_id,
+                kind="non_finite",
+                step=step,
+                created_at=datetime.now(UTC),
+                details=dict(details),
+            )
+        )
+        for obs in observers:
+            try:
+                with conn.begin_nested():
+                    obs.on_non_finite(conn, run, step, details)
+            except Exception:
+                log.exception("non_finite observer %r failed (run %s, step %s)", obs, run_id, step)

@@ -1,0 +1,91 @@
+"""Migrations: upgrade an empty database to the tables' schema, downgrade to nothing."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from sedmon_server import migrations, tables
+from sedmon_server.database import make_engine
+
+CORE_TABLES = {"tokens", "runs", "checkpoints", "metrics", "group_state", "spectra", "run_events"}
+
+
+def _schema_diff(url: str) -> list[object]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(ctx, tables.metadata))
+    finally:
+        engine.dispose()
+
+
+def _upgrade_down_up(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        migrations.upgrade(engine, "0001")
+        assert migrations.current_revision(engine) == "0001"
+        assert set(inspect(engine).get_table_names()) >= CORE_TABLES
+        migrations.downgrade(engine, "base")
+        assert migrations.current_revision(engine) is None
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        migrations.upgrade(engine)
+        assert set(inspect(engine).get_table_names()) >= CORE_TABLES
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_upgrades_from_empty_and_downgrades_to_nothing(fresh_postgres_url: str) -> None:
+    _upgrade_down_up(fresh_postgres_url)
+
+
+@pytest.mark.postgres
+def test_migrated_postgres_schema_equals_the_tables_module(fresh_postgres_url: str) -> None:
+    engine = make_engine(fresh_postgres_url)
+    migrations.upgrade(engine, "0001")
+    engine.dispose()
+    diff = [
+        d
+        for d in _schema_diff(fresh_postgres_url)
+        if not (isinstance(d, tuple) and d[0] == "remove_table")
+    ]
+    assert diff == []
+
+
+def test_sqlite_upgrades_from_empty_and_downgrades_to_nothing(tmp_path: Path) -> None:
+    _upgrade_down_up(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+@pytest.mark.postgres
+def test_processes_starting_together_migrate_once(fresh_postgres_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        engine = make_engine(fresh_postgres_url)
+        try:
+            migrations.upgrade(engine)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    engine = make_engine(fresh_postgres_url)
+    assert migrations.current_revision(engine) is not None
+    engine.dispose()
+
+
+def test_migrations_folder_is_found() -> None:
+    assert (migrations.migrations_dir() / "versions" / "0001_initial.py").is_file()

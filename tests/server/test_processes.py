@@ -1,0 +1,166 @@
+"""Real server processes over loopback HTTP: two `sedmon-server serve` on one PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from servertest import ADMIN, AUTH, random_walk
+
+from sedmon_core.spectrum import spectrum_series
+from sedmon_server.cli import tcp_listener
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(url: str, home: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SEDMON_ADMIN_TOKEN": ADMIN, "SEDMON_HOME": str(home)}
+    env.pop("SEDMON_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sedmon_server.cli",
+            "serve",
+            "--database-url",
+            url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+@pytest.fixture()
+def two_servers(fresh_postgres_url: str, tmp_path: Path) -> Iterator[list[str]]:
+    ports = [free_port(), free_port()]
+    procs = [start_server(fresh_postgres_url, tmp_path, p) for p in ports]
+    try:
+        yield [f"http://127.0.0.1:{p}" for p in ports]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=10)
+
+
+def expected_points(cps: list[dict[str, list[float]]], window: int) -> list[list[float]]:
+    pos = np.array([cp["all"] for cp in cps])
+    d = np.diff(pos, axis=0)
+    return [s.sigma.tolist() for s in spectrum_series(d @ d.T, window)]
+
+
+def create_run(base: str, name: str) -> int:
+    r = httpx.post(
+        f"{base}/api/v1/runs",
+        headers=AUTH,
+        json={"project": "multi", "name": name, "sketch": {"dim": 32}, "windows": [4, 8]},
+    )
+    assert r.status_code in (200, 201), r.text
+    return int(r.json()["id"])
+
+
+def test_alternating_checkpoints_to_two_processes_equal_sequential_ingest(
+    two_servers: list[str],
+) -> None:
+    cps = random_walk(24, 32, seed=41)
+    rid = create_run(two_servers[0], "alternating")
+    assert create_run(two_servers[1], "alternating") == rid
+    clients = [httpx.Client(base_url=b, headers=AUTH) for b in two_servers]
+    for i, cp in enumerate(cps):
+        r = clients[i % 2].post(f"/api/v1/runs/{rid}/checkpoints", json={"step": i, "sketch": cp})
+        assert r.status_code == 201, r.text
+    for w in (4, 8):
+        pts = clients[1].get(f"/api/v1/runs/{rid}/spectrum", params={"window": w}).json()
+        np.testing.assert_allclose(
+            [p["sigma"] for p in pts["points"]], expected_points(cps, w), rtol=1e-9
+        )
+
+
+def test_two_processes_racing_on_one_run_accept_each_step_exactly_once(
+    two_servers: list[str],
+) -> None:
+    cps = random_walk(40, 32, seed=43)
+    rid = create_run(two_servers[0], "racing")
+    statuses: list[list[int]] = [[], []]
+
+    def sender(k: int) -> None:
+        with httpx.Client(base_url=two_servers[k], headers=AUTH) as c:
+            for i, cp in enumerate(cps):
+                r = c.post(f"/api/v1/runs/{rid}/checkpoints", json={"step": i, "sketch": cp})
+                statuses[k].append(r.status_code)
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(statuses[0]) | set(statuses[1]) <= {200, 201}
+    created = [int(a == 201) + int(b == 201) for a, b in zip(*statuses, strict=True)]
+    assert created == [1] * len(cps)
+    run = httpx.get(f"{two_servers[1]}/api/v1/runs/{rid}", headers=AUTH).json()
+    assert run["num_checkpoints"] == len(cps)
+    for w in (4, 8):
+        pts = httpx.get(
+            f"{two_servers[0]}/api/v1/runs/{rid}/spectrum", headers=AUTH, params={"window": w}
+        ).json()
+        np.testing.assert_allclose(
+            [p["sigma"] for p in pts["points"]], expected_points(cps, w), rtol=1e-9
+        )
+
+
+def test_the_multi_worker_listener_gives_accepted_connections_tcp_nodelay() -> None:
+    async def accepted_nodelay() -> int:
+        sock = tcp_listener("127.0.0.1", 0)
+        sock.listen()
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            s = writer.get_extra_info("socket")
+            seen.set_result(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_conn, sock=sock)
+        port = sock.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        value = await asyncio.wait_for(seen, 5)
+        writer.close()
+        server.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
