@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sedmon_server import tables
 
 _m = tables.metrics
-_values = {
+_values: dict[str, Any] = {
     "run_id": bindparam("run_id"),
     "name": bindparam("name"),
     "step": bindparam("step"),
