@@ -1,0 +1,549 @@
+"""The alerts engine: evaluates the rules inside the ingest transaction, writes alerts and outbox.
+
+`AlertEngine` is the server's CheckpointObserver. Per accepted checkpoint it loads the
+run's rule states (one SELECT), evaluates each series rule on each watched (window,
+group), applies the lifecycle to the fingerprint's open alert, and writes the changes;
+the alerts that went out (fired, repeated, resolved) in this transaction become one
+message per enabled webhook of the project, in the outbox, in the same transaction. A
+batch ingest calls it per checkpoint in one transaction: later checkpoints add their
+alerts to the same outbox messages, so one ingest is still one message per webhook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, or_, select, update
+
+from sedmon_server.alerts import formats, rules
+from sedmon_server.alerts.formats import Notice
+from sedmon_server.alerts.signing import new_message_id
+from sedmon_server.alerts.tables import (
+    alert_outbox,
+    alert_settings,
+    alert_silences,
+    alert_state,
+    alerts,
+    webhooks,
+)
+
+log = logging.getLogger(__name__)
+
+NO_WINDOW = 0
+NO_GROUP = ""
+_TXN_KEY = "sedmon_alert_outbox"
+
+
+def fingerprint(project: str, run_id: int, rule: str, window: int | None, group: str | None) -> str:
+    """Stable id of what an alert is about: (project, run, rule, window, group)."""
+    key = f"{project}\x1f{run_id}\x1f{rule}\x1f{window or ''}\x1f{group or ''}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _utc(at: float) -> datetime:
+    return datetime.fromtimestamp(at, UTC)
+
+
+def _ts(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes (stored as UTC)
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def run_url(base_url: str, run_id: int) -> str:
+    return f"{base_url.rstrip('/')}/runs/{run_id}"
+
+
+def load_settings(conn: Connection, run: Mapping[str, Any]) -> rules.AlertSettings:
+    """Built-in defaults <- the project's defaults <- the run's config["alerts"]."""
+    project_patch = conn.execute(
+        select(alert_settings.c.settings).where(alert_settings.c.project == run["project"])
+    ).scalar_one_or_none()
+    config = run.get("config") or {}
+    run_patch = config.get("alerts") if isinstance(config, Mapping) else None
+    settings, errors = rules.resolve_settings(
+        project_patch, run_patch if isinstance(run_patch, Mapping) else None
+    )
+    for error in errors:
+        log.warning("run %s: alert settings ignored: %s", run.get("id"), error)
+    return settings
+
+
+def silenced_rules(conn: Connection, project: str, run_id: int, now: float) -> set[str | None]:
+    """Rules muted for this run now; None in the set mutes every rule."""
+    s = alert_silences
+    rows = conn.execute(
+        select(s.c.rule).where(
+            s.c.project == project,
+            or_(s.c.run_id.is_(None), s.c.run_id == run_id),
+            s.c.until > _utc(now),
+        )
+    )
+    return {row.rule for row in rows}
+
+
+@dataclass
+class Pass:
+    """One evaluation pass over one run (an ingest call, or one run in a sweep)."""
+
+    conn: Connection
+    run: Mapping[str, Any]
+    now: float
+    base_url: str
+    settings: rules.AlertSettings
+    silenced: set[str | None]
+    open_alerts: dict[str, dict[str, Any]]
+    notices: list[Notice] = field(default_factory=list)
+    transitions: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> int:
+        return int(self.run["id"])
+
+    def is_silenced(self, rule: str) -> bool:
+        return None in self.silenced or rule in self.silenced
+
+    def send_resolved(self, rule: str) -> bool:
+        return bool(getattr(self.settings.rule(rule), "send_resolved", True))
+
+
+def open_alerts_of(conn: Connection, run_id: int) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        select(alerts).where(alerts.c.run_id == run_id, alerts.c.state.in_(("pending", "firing")))
+    ).mappings()
+    return {row["fingerprint"]: dict(row) for row in rows}
+
+
+def _notice(
+    p: Pass, row: Mapping[str, Any], status: str, summary: str, repeat: bool = False
+) -> Notice:
+    started = row["started_at"]
+    resolved = row.get("resolved_at")
+    return Notice(
+        alert_id=int(row["id"]),
+        rule=str(row["rule"]),
+        status=status,
+        fingerprint=str(row["fingerprint"]),
+        project=str(p.run["project"]),
+        run_id=p.run_id,
+        run_name=str(p.run["name"]),
+        window=row.get("window"),
+        group=row.get("group_name"),
+        step=row.get("resolved_step") if status == "resolved" else row.get("step"),
+        summary=summary,
+        started_at=started if started.tzinfo else started.replace(tzinfo=UTC),
+        resolved_at=None
+        if resolved is None
+        else (resolved if resolved.tzinfo else resolved.replace(tzinfo=UTC)),
+        url=run_url(p.base_url, p.run_id),
+        details=dict(row.get("details") or {}),
+        repeat=repeat,
+    )
+
+
+def _notify(p: Pass, row: dict[str, Any], status: str, summary: str, repeat: bool = False) -> None:
+    p.notices.append(_notice(p, row, status, summary, repeat))
+    row["last_notified_at"] = _utc(p.now)
+    row["notifications"] = int(row.get("notifications") or 0) + 1
+    p.conn.execute(
+        update(alerts)
+        .where(alerts.c.id == row["id"])
+        .values(last_notified_at=row["last_notified_at"], notifications=row["notifications"])
+    )
+
+
+def apply_outcome(
+    p: Pass,
+    rule: str,
+    window: int | None,
+    group: str | None,
+    outcome: rules.Outcome,
+    step: int,
+    metric: tuple[str, float] | None,
+) -> int | None:
+    """Apply the lifecycle to the fingerprint's open alert; returns the open alert's id after."""
+    fp = fingerprint(str(p.run["project"]), p.run_id, rule, window, group)
+    current = p.open_alerts.get(fp)
+    action = rules.lifecycle(current["state"] if current else None, outcome)
+    if action == "none":
+        return None
+    now = _utc(p.now)
+    facts = {**outcome.facts, "step": outcome.step}
+    details = {**outcome.facts, "window": window, "group": group}
+    if metric is not None:
+        details["metric"] = {"name": metric[0], "value": metric[1]}
+    summary = formats.summary_text(rule, str(p.run["name"]), facts, window, group, metric)
+
+    if action in ("resolve", "reopen") and current is not None:
+        resolved_step = step
+        current.update(state="resolved", resolved_at=now, resolved_step=resolved_step)
+        done = {**(current.get("details") or {}), "resolved_step": resolved_step}
+        p.conn.execute(
+            update(alerts)
+            .where(alerts.c.id == current["id"])
+            .values(state="resolved", resolved_at=now, resolved_step=resolved_step, details=done)
+        )
+        p.transitions.append((rule, "resolved"))
+        p.open_alerts.pop(fp, None)
+        notified = current.get("last_notified_at") is not None
+        if action == "resolve" and notified and p.send_resolved(rule) and not p.is_silenced(rule):
+            text = formats.resolved_text(rule, str(p.run["name"]), {"step": step})
+            _notify(p, current, "resolved", text)
+        if action == "resolve":
+            return None
+    if action == "drop" and current is not None:
+        p.conn.execute(delete(alerts).where(alerts.c.id == current["id"]))
+        p.open_alerts.pop(fp, None)
+        return None
+    if action in ("open_pending", "open_firing", "reopen"):
+        state = "pending" if action == "open_pending" else "firing"
+        values = {
+            "project": p.run["project"],
+            "run_id": p.run_id,
+            "rule": rule,
+            "window": window,
+            "group_name": group,
+            "fingerprint": fp,
+            "state": state,
+            "step": outcome.step,
+            "started_at": now,
+            "fired_at": now if state == "firing" else None,
+            "resolved_at": None,
+            "resolved_step": None,
+            "summary": summary,
+            "details": details,
+            "acknowledged_at": None,
+            "last_notified_at": None,
+            "notifications": 0,
+        }
+        new_id = p.conn.execute(insert(alerts).values(**values).returning(alerts.c.id)).scalar_one()
+        row = {"id": int(new_id), **values}
+        p.open_alerts[fp] = row
+        p.transitions.append((rule, state))
+        if state == "firing" and not p.is_silenced(rule):
+            _notify(p, row, "firing", summary)
+        return int(new_id)
+    assert current is not None
+    if action == "fire":
+        current.update(
+            state="firing", fired_at=now, step=outcome.step, summary=summary, details=details
+        )
+        p.conn.execute(
+            update(alerts)
+            .where(alerts.c.id == current["id"])
+            .values(
+                state="firing", fired_at=now, step=outcome.step, summary=summary, details=details
+            )
+        )
+        p.transitions.append((rule, "firing"))
+        if not p.is_silenced(rule):
+            _notify(p, current, "firing", summary)
+        return int(current["id"])
+    # update: refresh what a pending alert shows; a firing one keeps its summary, may repeat
+    if current["state"] == "pending":
+        current.update(step=outcome.step, summary=summary, details=details)
+        p.conn.execute(
+            update(alerts)
+            .where(alerts.c.id == current["id"])
+            .values(step=outcome.step, summary=summary, details=details)
+        )
+    elif not p.is_silenced(rule) and rules.repeat_due(
+        _ts(current.get("last_notified_at")),
+        p.now,
+        p.settings.repeat_interval_s,
+        current.get("acknowledged_at") is not None,
+    ):
+        _notify(p, current, "firing", str(current["summary"]), repeat=True)
+    return int(current["id"])
+
+
+# ---------------------------------------------------------------- outbox
+
+
+def enqueue(
+    conn: Connection,
+    project: str,
+    run_id: int | None,
+    notices: Sequence[Notice],
+    base_url: str,
+    now: float,
+    only_webhook: int | None = None,
+) -> list[int]:
+    """Write the notices as one outbox message per enabled webhook of the project (or to
+    `only_webhook`).
+
+    Within one transaction, later calls append to the messages the first one wrote (a
+    batch ingest is one ingest). Returns the outbox ids written or extended.
+    """
+    if not notices:
+        return []
+    txn = conn.get_transaction()
+    cache = conn.info.get(_TXN_KEY)
+    if cache is None or cache[0] is not txn:
+        cache = (txn, {})
+        conn.info[_TXN_KEY] = cache
+    pending: dict[tuple[int, int | None], int] = cache[1]
+    q = select(webhooks.c.id, webhooks.c.format).where(
+        webhooks.c.project == project, webhooks.c.enabled.is_(True)
+    )
+    if only_webhook is not None:
+        q = q.where(webhooks.c.id == only_webhook)
+    hooks = conn.execute(q).all()
+    ids = []
+    for hook in hooks:
+        key = (int(hook.id), run_id)
+        existing = pending.get(key)
+        if existing is not None:
+            row = conn.execute(
+                select(alert_outbox.c.notices).where(
+                    alert_outbox.c.id == existing, alert_outbox.c.status == "pending"
+                )
+            ).first()
+            if row is not None:
+                merged = [*(notice_from_json(n) for n in row.notices), *notices]
+                body = formats.body_bytes(formats.render(hook.format, merged, base_url))
+                conn.execute(
+                    update(alert_outbox)
+                    .where(alert_outbox.c.id == existing)
+                    .values(notices=[notice_json(n) for n in merged], body=body)
+                )
+                ids.append(existing)
+                continue
+        body = formats.body_bytes(formats.render(hook.format, notices, base_url))
+        new_id = conn.execute(
+            insert(alert_outbox)
+            .values(
+                webhook_id=hook.id,
+                project=project,
+                run_id=run_id,
+                message_id=new_message_id(),
+                notices=[notice_json(n) for n in notices],
+                body=body,
+                status="pending",
+                attempts=0,
+                next_attempt_at=_utc(now),
+                created_at=_utc(now),
+            )
+            .returning(alert_outbox.c.id)
+        ).scalar_one()
+        pending[key] = int(new_id)
+        ids.append(int(new_id))
+    return ids
+
+
+def notice_json(n: Notice) -> dict[str, Any]:
+    return {
+        "alert_id": n.alert_id,
+        "rule": n.rule,
+        "status": n.status,
+        "fingerprint": n.fingerprint,
+        "project": n.project,
+        "run_id": n.run_id,
+        "run_name": n.run_name,
+        "window": n.window,
+        "group": n.group,
+        "step": n.step,
+        "summary": n.summary,
+        "started_at": n.started_at.isoformat(),
+        "resolved_at": None if n.resolved_at is None else n.resolved_at.isoformat(),
+        "url": n.url,
+        "details": dict(n.details),
+        "repeat": n.repeat,
+    }
+
+
+def notice_from_json(d: Mapping[str, Any]) -> Notice:
+    return Notice(
+        alert_id=int(d["alert_id"]),
+        rule=str(d["rule"]),
+        status=str(d["status"]),
+        fingerprint=str(d["fingerprint"]),
+        project=str(d["project"]),
+        run_id=int(d["run_id"]),
+        run_name=str(d["run_name"]),
+        window=d.get("window"),
+        group=d.get("group"),
+        step=d.get("step"),
+        summary=str(d["summary"]),
+        started_at=datetime.fromisoformat(d["started_at"]),
+        resolved_at=None
+        if d.get("resolved_at") is None
+        else datetime.fromisoformat(d["resolved_at"]),
+        url=str(d["url"]),
+        details=dict(d.get("details") or {}),
+        repeat=bool(d.get("repeat")),
+    )
+
+
+# ---------------------------------------------------------------- the observer
+
+
+class AlertEngine:
+    """CheckpointObserver: rules on ingest, outbox in the same transaction.
+
+    base_url: public base URL for links. clock: unix seconds (tests may pass their own).
+    wake: called after a message is queued (the dispatcher's event). record: the
+    Prometheus hook `(rule, state) -> None` counting transitions.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        clock: Callable[[], float] = time.time,
+        wake: Callable[[], None] | None = None,
+        record: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.clock = clock
+        self.wake = wake
+        self.record = record
+
+    def start_pass(self, conn: Connection, run: Mapping[str, Any]) -> Pass:
+        now = self.clock()
+        return Pass(
+            conn=conn,
+            run=run,
+            now=now,
+            base_url=self.base_url,
+            settings=load_settings(conn, run),
+            silenced=silenced_rules(conn, str(run["project"]), int(run["id"]), now),
+            open_alerts=open_alerts_of(conn, int(run["id"])),
+        )
+
+    def finish_pass(self, p: Pass) -> None:
+        if self.record is not None:
+            for rule, state in p.transitions:
+                self.record(rule, state)
+        if p.notices:
+            enqueue(p.conn, str(p.run["project"]), p.run_id, p.notices, self.base_url, p.now)
+            if self.wake is not None:
+                self.wake()
+
+    def on_checkpoint(
+        self,
+        conn: Connection,
+        run: Mapping[str, Any],
+        step: int,
+        spectra: Mapping[tuple[str, int], Any],
+        metrics: Mapping[str, float],
+    ) -> None:
+        p = self.start_pass(conn, run)
+        states = {
+            (row["rule"], row["window"], row["group_name"]): dict(row)
+            for row in conn.execute(
+                select(alert_state).where(alert_state.c.run_id == p.run_id)
+            ).mappings()
+        }
+        metric = rules.pick_metric(p.settings, metrics)
+        run_level = states.get(("stalled", NO_WINDOW, NO_GROUP))
+        cached = (run_level or {}).get("state", {}).get("metric") if run_level else None
+        if metric is None and cached:
+            metric = (str(cached[0]), float(cached[1]))
+
+        for window in rules.watched_windows(p.settings, run["windows"]):
+            for group in p.settings.groups:
+                spectrum = spectra.get((group, window))
+                if spectrum is None:
+                    continue
+                obs = rules.Observation.of(step, spectrum)
+                for rule in rules.SERIES_RULES:
+                    key = (rule, window, group)
+                    before = states.get(key)
+                    new_state, outcome = rules.evaluate(
+                        rule, p.settings, (before or {}).get("state", {}), obs
+                    )
+                    alert_id = apply_outcome(p, rule, window, group, outcome, step, metric)
+                    self._save_state(p, before, rule, window, group, new_state, alert_id, None)
+
+        # Run-level rules: a checkpoint resolves `non_finite` and `stalled`, and is an arrival.
+        for rule in ("non_finite", "stalled"):
+            apply_outcome(p, rule, None, None, rules.INACTIVE, step, metric)
+        st = rules.record_arrival((run_level or {}).get("state", {}), p.now)
+        if metric is not None:
+            st["metric"] = [metric[0], metric[1]]
+        check = rules.stalled_check(p.settings.stalled, st["arrivals"], p.now)
+        due = None if check.threshold_s is None else _utc(p.now + check.threshold_s)
+        self._save_state(p, run_level, "stalled", NO_WINDOW, NO_GROUP, st, None, due)
+        self.finish_pass(p)
+
+    def on_non_finite(
+        self, conn: Connection, run: Mapping[str, Any], step: int, details: Mapping[str, Any]
+    ) -> None:
+        p = self.start_pass(conn, run)
+        if not p.settings.non_finite.enabled:
+            return
+        groups = list(details.get("groups") or [])
+        names = list(details.get("metrics") or [])
+        parts = []
+        if groups:
+            parts.append(f"parameters of group{'s' if len(groups) > 1 else ''} {', '.join(groups)}")
+        if names:
+            parts.append(f"metric{'s' if len(names) > 1 else ''} {', '.join(names)}")
+        what = f"NaN/inf in {' and '.join(parts)}" if parts else "non-finite values"
+        facts = {**dict(details), "what": what, "step": step}
+        apply_outcome(p, "non_finite", None, None, rules.Outcome("firing", step, facts), step, None)
+        self.finish_pass(p)
+
+    def _save_state(
+        self,
+        p: Pass,
+        before: Mapping[str, Any] | None,
+        rule: str,
+        window: int,
+        group: str,
+        state: dict[str, Any],
+        alert_id: int | None,
+        due_at: datetime | None,
+    ) -> None:
+        values = {
+            "state": state,
+            "alert_id": alert_id,
+            "due_at": due_at,
+            "updated_at": _utc(p.now),
+        }
+        if before is None:
+            fp = fingerprint(str(p.run["project"]), p.run_id, rule, window or None, group or None)
+            p.conn.execute(
+                insert(alert_state).values(
+                    run_id=p.run_id,
+                    rule=rule,
+                    window=window,
+                    group_name=group,
+                    fingerprint=fp,
+                    **values,
+                )
+            )
+        else:
+            p.conn.execute(
+                update(alert_state)
+                .where(
+                    alert_state.c.run_id == p.run_id,
+                    alert_state.c.rule == rule,
+                    alert_state.c.window == window,
+                    alert_state.c.group_name == group,
+                )
+                .values(**values)
+            )
+
+
+def firing_counts(conn: Connection, run_ids: Iterable[int]) -> dict[int, int]:
+    """Firing alerts per run (the runs listing's `firing_alerts`)."""
+    from sqlalchemy import func
+
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(alerts.c.run_id, func.count())
+        .where(alerts.c.run_id.in_(ids), alerts.c.state == "firing")
+        .group_by(alerts.c.run_id)
+    ).all()
+    return {int(r[0]): int(r[1]) for r in rows}

@@ -1,0 +1,654 @@
+"""Alert rules as pure functions: (settings, state, observation) -> (new state, outcome).
+
+State is plain JSON-ready data that the engine keeps per fingerprint in `alert_state`, so
+a rule never re-reads a run's history. One function per rule:
+
+- `edge_collapse`: a plateau first (the gap ratio at one signal rank k >= plateau_ratio
+  for plateau_points windows in a row), then the ratio AT THAT EDGE, sigma_k/sigma_{k+1},
+  below tau for pending_points windows. The key ratio is tracked, not the running
+  maximum: when direction k merges into the noise the maximum jumps to a smaller j and
+  rises, and that is the collapse. "Below tau" without a plateau before is not an event.
+- `distribution_shift`: `sedmon_core.changepoints.online_shift` (first differences
+  standardised against the trailing 20, two-sided CUSUM) on the gap ratio and the log of
+  the total variance over the last `buffer` windows, plus a held change of the clear
+  signal rank (a discrete series has no noise scale to standardise against).
+- `rank_change`: the clear signal rank (gap ratio >= min_gap_ratio) differs from the
+  established one for `hold` windows in a row.
+- `non_finite` and `stalled` have no series state: see `stalled_check`.
+
+`lifecycle` turns an outcome and the open alert of a fingerprint into what the engine
+does: open pending, fire, resolve, drop, repeat.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from sedmon_core.changepoints import online_shift
+from sedmon_core.phases import trailing_mean
+
+RULES: tuple[str, ...] = (
+    "edge_collapse",
+    "distribution_shift",
+    "rank_change",
+    "non_finite",
+    "stalled",
+)
+SERIES_RULES: tuple[str, ...] = ("edge_collapse", "distribution_shift", "rank_change")
+SHIFT_SERIES: tuple[str, ...] = ("gap_ratio", "total_variance", "signal_rank")
+DEFAULT_SHIFT_SERIES: tuple[str, ...] = SHIFT_SERIES
+METRIC_CANDIDATES: tuple[str, ...] = (
+    "val_loss",
+    "val/loss",
+    "eval_loss",
+    "eval/loss",
+    "validation_loss",
+    "loss",
+    "train_loss",
+    "train/loss",
+)
+
+Status = Literal["inactive", "pending", "firing"]
+
+
+# ---------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class EdgeCollapseSettings:
+    enabled: bool = True
+    tau: float = 1.20
+    plateau_ratio: float = 1.5
+    plateau_points: int = 10
+    pending_points: int = 3
+    send_resolved: bool = True
+
+
+@dataclass(frozen=True)
+class ShiftSettings:
+    enabled: bool = True
+    series: tuple[str, ...] = DEFAULT_SHIFT_SERIES
+    trailing: int = 20
+    k: float = 1.5
+    h: float = 8.0
+    smooth: int = 1
+    buffer: int = 40
+    rank_hold: int = 5
+    min_gap_ratio: float = 1.3
+    rank_margin: float = 1.3
+    resolve_after: int = 10
+    send_resolved: bool = False
+
+
+@dataclass(frozen=True)
+class RankChangeSettings:
+    enabled: bool = True
+    hold: int = 10
+    min_gap_ratio: float = 1.3
+    rank_margin: float = 1.15
+    resolve_after: int = 10
+    send_resolved: bool = False
+
+
+@dataclass(frozen=True)
+class NonFiniteSettings:
+    enabled: bool = True
+    send_resolved: bool = True
+
+
+@dataclass(frozen=True)
+class StalledSettings:
+    enabled: bool = True
+    multiple: float = 5.0
+    floor_s: float = 600.0
+    min_checkpoints: int = 3
+    send_resolved: bool = True
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Every knob, with the defaults documented in docs/alerts.md.
+
+    windows: the watched windows (empty: the run's smallest). groups: watched groups.
+    repeat_interval_s: how often a still-firing, unacknowledged alert is sent again (0:
+    never). metric: the metric quoted in messages (empty: the first of METRIC_CANDIDATES
+    present).
+    """
+
+    windows: tuple[int, ...] = ()
+    groups: tuple[str, ...] = ("all",)
+    repeat_interval_s: float = 4 * 3600.0
+    metric: str = ""
+    edge_collapse: EdgeCollapseSettings = field(default_factory=EdgeCollapseSettings)
+    distribution_shift: ShiftSettings = field(default_factory=ShiftSettings)
+    rank_change: RankChangeSettings = field(default_factory=RankChangeSettings)
+    non_finite: NonFiniteSettings = field(default_factory=NonFiniteSettings)
+    stalled: StalledSettings = field(default_factory=StalledSettings)
+
+    def rule(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+class SettingsError(ValueError):
+    """An alert setting with an unknown name or a value of the wrong kind or range."""
+
+
+_POSITIVE = {"tau", "plateau_ratio", "multiple", "min_gap_ratio", "k", "h", "rank_margin"}
+_COUNTS = {
+    "smooth",
+    "plateau_points",
+    "pending_points",
+    "trailing",
+    "buffer",
+    "rank_hold",
+    "hold",
+    "resolve_after",
+    "min_checkpoints",
+}
+
+
+def _coerce(name: str, current: Any, value: Any) -> Any:
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise SettingsError(f"{name} must be true or false")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SettingsError(f"{name} must be an integer >= 1")
+        return value
+    if isinstance(current, float):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise SettingsError(f"{name} must be a number")
+        if value < 0 or (name.rsplit(".", 1)[-1] in _POSITIVE and value <= 0):
+            raise SettingsError(f"{name} must be positive")
+        return float(value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise SettingsError(f"{name} must be a string")
+        return value
+    if isinstance(current, tuple):
+        if not isinstance(value, list | tuple):
+            raise SettingsError(f"{name} must be a list")
+        return tuple(value)
+    raise SettingsError(f"{name} cannot be set")
+
+
+def _merge_dataclass(obj: Any, patch: Mapping[str, Any], prefix: str) -> Any:
+    known = {f.name for f in fields(obj)}
+    changes: dict[str, Any] = {}
+    for key, value in patch.items():
+        if key not in known:
+            raise SettingsError(f"unknown alert setting {prefix}{key}")
+        current = getattr(obj, key)
+        if hasattr(current, "__dataclass_fields__"):
+            if not isinstance(value, Mapping):
+                raise SettingsError(f"{prefix}{key} must be an object")
+            changes[key] = _merge_dataclass(current, value, f"{prefix}{key}.")
+        else:
+            changes[key] = _coerce(prefix + key, current, value)
+    return replace(obj, **changes)
+
+
+def merge_settings(base: AlertSettings, patch: Mapping[str, Any]) -> AlertSettings:
+    """base overridden by a JSON patch ({"edge_collapse": {"tau": 1.3}, ...}).
+
+    Raises SettingsError on an unknown name or a bad value.
+    """
+    merged: AlertSettings = _merge_dataclass(base, patch, "")
+    for w in merged.windows:
+        if not isinstance(w, int) or isinstance(w, bool) or w < 2:
+            raise SettingsError("windows must be integers >= 2")
+    for series in merged.distribution_shift.series:
+        if series not in SHIFT_SERIES:
+            raise SettingsError(f"distribution_shift.series: use {', '.join(SHIFT_SERIES)}")
+    return merged
+
+
+def resolve_settings(
+    project_patch: Mapping[str, Any] | None, run_patch: Mapping[str, Any] | None
+) -> tuple[AlertSettings, list[str]]:
+    """Defaults <- project defaults <- the run's config["alerts"]; bad patches are skipped.
+
+    Returns the settings and the errors of skipped patches (ingest must not fail on them).
+    """
+    settings, errors = AlertSettings(), []
+    for patch in (project_patch, run_patch):
+        if not patch:
+            continue
+        try:
+            settings = merge_settings(settings, patch)
+        except SettingsError as exc:
+            errors.append(str(exc))
+    return settings, errors
+
+
+def settings_as_dict(settings: AlertSettings) -> dict[str, Any]:
+    def convert(obj: Any) -> Any:
+        if hasattr(obj, "__dataclass_fields__"):
+            return {f.name: convert(getattr(obj, f.name)) for f in fields(obj)}
+        if isinstance(obj, tuple):
+            return list(obj)
+        return obj
+
+    result: dict[str, Any] = convert(settings)
+    return result
+
+
+def watched_windows(settings: AlertSettings, run_windows: Sequence[int]) -> list[int]:
+    """The windows the series rules watch: the configured ones the run has, else its smallest."""
+    have = sorted(run_windows)
+    chosen = [w for w in settings.windows if w in have]
+    return chosen or have[:1]
+
+
+def pick_metric(settings: AlertSettings, metrics: Mapping[str, float]) -> tuple[str, float] | None:
+    if settings.metric:
+        value = metrics.get(settings.metric)
+        return (settings.metric, value) if value is not None else None
+    for name in METRIC_CANDIDATES:
+        if name in metrics:
+            return name, metrics[name]
+    return None
+
+
+# ---------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the series rules see of one window at one checkpoint (its last step)."""
+
+    step: int
+    ratios: tuple[float, ...]
+    signal_rank: int
+    gap_ratio: float
+    total_variance: float
+
+    @classmethod
+    def of(cls, step: int, spectrum: Any) -> Observation:
+        """From a sedmon_core.spectrum.WindowSpectrum (or anything with its fields)."""
+        return cls(
+            step=int(step),
+            ratios=tuple(float(r) for r in spectrum.ratios),
+            signal_rank=int(spectrum.signal_rank),
+            gap_ratio=float(spectrum.gap_ratio),
+            total_variance=float(spectrum.total_variance),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A rule's verdict at one checkpoint.
+
+    status: inactive | pending | firing. step: the step the event is dated at (collapse:
+    first window below tau; shift: the estimated change). facts: numbers for the message.
+    new_event: a new, separate event while one is open (close the open alert, open another).
+    """
+
+    status: Status
+    step: int | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    new_event: bool = False
+
+
+INACTIVE = Outcome("inactive")
+
+
+# ---------------------------------------------------------------- edge_collapse
+
+
+def _plateau_scan(
+    s: EdgeCollapseSettings, state: dict[str, Any], obs: Observation
+) -> tuple[int, float] | None:
+    """Advance the plateau search by one window; (k, ratio) once a plateau stands."""
+    k, ratio = obs.signal_rank, obs.gap_ratio
+    if ratio >= s.plateau_ratio:
+        if state.get("cand_k") == k:
+            state["run"] = int(state.get("run", 0)) + 1
+        else:
+            state["cand_k"], state["run"], state["cand_step"] = k, 1, obs.step
+    else:
+        state["cand_k"], state["run"] = None, 0
+    if state["run"] >= s.plateau_points:
+        return k, ratio
+    return None
+
+
+def edge_collapse(
+    s: EdgeCollapseSettings, state: Mapping[str, Any], obs: Observation
+) -> tuple[dict[str, Any], Outcome]:
+    """One window of the collapse rule. state keys: key_k, peak, peak_step, plateau_step,
+    below, below_step, collapsed, and the plateau search's cand_k, run, cand_step."""
+    st = dict(state)
+    plateau = _plateau_scan(s, st, obs)
+    key_k = st.get("key_k")
+
+    if plateau is not None and (
+        key_k is None
+        or st.get("collapsed")
+        or (plateau[0] != key_k and _key_ratio(obs, key_k) >= s.plateau_ratio)
+    ):
+        # A (new) standing edge: arm on it. After a collapse this resolves the alert; while
+        # armed, the watch moves only if the old edge is not fading (its ratio is high too).
+        st.update(
+            key_k=plateau[0],
+            peak=plateau[1],
+            peak_step=obs.step,
+            plateau_step=st.get("cand_step", obs.step),
+            below=0,
+            below_step=None,
+            collapsed=False,
+        )
+        return st, INACTIVE
+    if key_k is None:
+        return st, INACTIVE
+
+    ratio = _key_ratio(obs, key_k)
+    facts = {
+        "k": key_k,
+        "key_ratio": ratio,
+        "tau": s.tau,
+        "peak_ratio": st.get("peak"),
+        "peak_step": st.get("peak_step"),
+        "plateau_step": st.get("plateau_step"),
+        "signal_rank": obs.signal_rank,
+        "gap_ratio": obs.gap_ratio,
+    }
+    if st.get("collapsed"):
+        return st, Outcome("firing", st.get("below_step"), facts)
+    rank_rose = obs.signal_rank > key_k and obs.gap_ratio >= s.plateau_ratio
+    if ratio < s.tau and not rank_rose:
+        # A higher edge standing out means a direction joined the signal (rank_change), not
+        # that direction key_k merged into the noise.
+        st["below"] = int(st.get("below", 0)) + 1
+        if st.get("below_step") is None:
+            st["below_step"] = obs.step
+        facts["detected_step"] = obs.step
+        if st["below"] >= s.pending_points:
+            # Only a plateau that stands after the collapse may resolve it.
+            st.update(collapsed=True, cand_k=None, run=0)
+            return st, Outcome("firing", st["below_step"], facts)
+        return st, Outcome("pending", st["below_step"], facts)
+    st["below"], st["below_step"] = 0, None
+    if ratio > float(st.get("peak") or 0.0):
+        st["peak"], st["peak_step"] = ratio, obs.step
+    return st, INACTIVE
+
+
+def _key_ratio(obs: Observation, k: int) -> float:
+    return obs.ratios[k - 1] if 1 <= k <= len(obs.ratios) else 1.0
+
+
+# ---------------------------------------------------------------- held rank readings
+
+
+def clear_rank(obs: Observation, min_gap_ratio: float, margin: float) -> int | None:
+    """The signal rank when its edge stands out: gap ratio >= min_gap_ratio and >= margin x
+    every other ratio R_j, j <= W/2 (two near-equal edges make an ambiguous rank)."""
+    if obs.gap_ratio < min_gap_ratio:
+        return None
+    half = obs.ratios[: max(1, (len(obs.ratios) + 1) // 2)]
+    others = [r for j, r in enumerate(half, start=1) if j != obs.signal_rank]
+    if others and obs.gap_ratio < margin * max(others):
+        return None
+    return obs.signal_rank
+
+
+def _held_rank(
+    state: dict[str, Any], obs: Observation, min_gap_ratio: float, margin: float, hold: int
+) -> tuple[int, int, int] | None:
+    """Track the clear signal rank; (from, to, first step) when a new one has held `hold` windows.
+
+    Only clear readings (`clear_rank`) count; anything else breaks the streak, so a rank
+    flickering between near-equal edges never holds. The first rank to hold becomes the
+    established one without an event.
+    """
+    reading = clear_rank(obs, min_gap_ratio, margin)
+    if reading is None:
+        state["cand"], state["run"] = None, 0
+    elif reading == state.get("cand"):
+        state["run"] = int(state.get("run", 0)) + 1
+    else:
+        state["cand"], state["run"], state["cand_step"] = reading, 1, obs.step
+    established = state.get("established")
+    if state["run"] >= hold and state["cand"] != established:
+        state["established"] = state["cand"]
+        if established is not None:
+            return int(established), int(state["cand"]), int(state["cand_step"])
+    return None
+
+
+# ---------------------------------------------------------------- rank_change
+
+
+def rank_change(
+    s: RankChangeSettings, state: Mapping[str, Any], obs: Observation
+) -> tuple[dict[str, Any], Outcome]:
+    """Signal rank changes and holds `hold` clear windows: pending while it holds, then firing
+    for `resolve_after` windows. state: cand, run, cand_step, established, since, event."""
+    st = dict(state)
+    change = _held_rank(st, obs, s.min_gap_ratio, s.rank_margin, s.hold)
+    if change is not None:
+        before, after, first_step = change
+        st["event"] = {"from_rank": before, "to_rank": after, "change_step": first_step}
+        st["since"] = 0
+        facts = {
+            **st["event"],
+            "held": s.hold,
+            "gap_ratio": obs.gap_ratio,
+            "detected_step": obs.step,
+        }
+        return st, Outcome("firing", first_step, facts, new_event=True)
+    if st.get("since") is not None:
+        st["since"] = int(st["since"]) + 1
+        if st["since"] < s.resolve_after:
+            event = st.get("event") or {}
+            return st, Outcome("firing", event.get("change_step"), {**event, "held": s.hold})
+        st["since"], st["event"] = None, None
+        return st, INACTIVE
+    established, cand = st.get("established"), st.get("cand")
+    if established is not None and cand is not None and cand != established:
+        facts = {
+            "from_rank": established,
+            "to_rank": cand,
+            "held": st["run"],
+            "gap_ratio": obs.gap_ratio,
+        }
+        return st, Outcome("pending", st.get("cand_step"), facts)
+    return st, INACTIVE
+
+
+# ---------------------------------------------------------------- distribution_shift
+
+
+def _series_value(name: str, obs: Observation) -> float:
+    if name == "total_variance":
+        return math.log(max(obs.total_variance, 1e-300))  # multiplicative scale: a step in log
+    return obs.gap_ratio
+
+
+def distribution_shift(
+    s: ShiftSettings, state: Mapping[str, Any], obs: Observation
+) -> tuple[dict[str, Any], Outcome]:
+    """Online change point on the last `buffer` windows of the gap ratio and log total variance
+    (online_shift), and a held change of the clear signal rank (rank_hold windows).
+
+    After an alarm each buffer keeps only the new regime (from the estimated change on), so
+    the same change never fires twice and the detector relearns the noise before testing
+    again. state: steps, buf {series: values}, rank (held-rank state), since, event.
+    """
+    st = dict(state)
+    steps = [*list(st.get("steps", [])), obs.step][-s.buffer :]
+    bufs = {k: list(v) for k, v in dict(st.get("buf", {})).items()}
+    for name in s.series:
+        if name == "signal_rank":
+            continue
+        bufs[name] = [*bufs.get(name, []), _series_value(name, obs)][-s.buffer :]
+    rank_state = dict(st.get("rank", {}))
+    rank_event = (
+        _held_rank(rank_state, obs, s.min_gap_ratio, s.rank_margin, s.rank_hold)
+        if "signal_rank" in s.series
+        else None
+    )
+    st["rank"] = rank_state
+
+    alarms: list[tuple[int, str, str | None]] = []  # (change step, series, direction)
+    for name, values in bufs.items():
+        y = np.asarray(values, dtype=np.float64)
+        # Steps and buffers are aligned at their ends (buffers may be shorter after a reset).
+        if y.size <= s.trailing + 1 or not np.all(np.isfinite(y)):
+            continue
+        if s.smooth > 1:
+            y = trailing_mean(y, s.smooth)
+        result = online_shift(y, trailing=s.trailing, k=s.k, h=s.h)
+        if result.alarm and result.change_index is not None:
+            offset = len(steps) - y.size
+            alarms.append((steps[offset + result.change_index], name, result.direction))
+    if rank_event is not None:
+        alarms.append(
+            (rank_event[2], "signal_rank", "up" if rank_event[1] > rank_event[0] else "down")
+        )
+
+    if alarms and st.get("since") is not None:
+        # Another series confirming the open event: fold it in, no second alert.
+        open_event = dict(st.get("event") or {})
+        open_event["series"] = sorted({*open_event.get("series", []), *(a[1] for a in alarms)})
+        st["steps"], st["buf"], st["event"] = steps, bufs, open_event
+        alarms = []
+    if alarms:
+        change_step = min(a[0] for a in alarms)
+        delay = len(steps) - 1 - steps.index(change_step) if change_step in steps else None
+        event: dict[str, Any] = {
+            "change_step": change_step,
+            "detected_step": obs.step,
+            "delay_checkpoints": delay,
+            "series": sorted({a[1] for a in alarms}),
+            "directions": {a[1]: a[2] for a in alarms},
+            "gap_ratio": obs.gap_ratio,
+            "signal_rank": obs.signal_rank,
+            "total_variance": obs.total_variance,
+        }
+        cut = steps.index(change_step) if change_step in steps else len(steps) - 1
+        kept = len(steps) - cut
+        st["steps"] = steps[cut:]
+        st["buf"] = {name: values[-kept:] for name, values in bufs.items()}
+        st["since"], st["event"] = 0, event
+        return st, Outcome("firing", change_step, event, new_event=True)
+
+    st["steps"], st["buf"] = steps, bufs
+    if st.get("since") is not None:
+        st["since"] = int(st["since"]) + 1
+        if st["since"] < s.resolve_after:
+            held: dict[str, Any] = st.get("event") or {}
+            return st, Outcome("firing", held.get("change_step"), held)
+        st["since"], st["event"] = None, None
+    return st, INACTIVE
+
+
+# ---------------------------------------------------------------- dispatch by name
+
+
+def evaluate(
+    rule: str, settings: AlertSettings, state: Mapping[str, Any], obs: Observation
+) -> tuple[dict[str, Any], Outcome]:
+    """Run one series rule on one window; a disabled rule keeps its state and stays inactive."""
+    if rule == "edge_collapse":
+        if not settings.edge_collapse.enabled:
+            return dict(state), INACTIVE
+        return edge_collapse(settings.edge_collapse, state, obs)
+    if rule == "distribution_shift":
+        if not settings.distribution_shift.enabled:
+            return dict(state), INACTIVE
+        return distribution_shift(settings.distribution_shift, state, obs)
+    if rule == "rank_change":
+        if not settings.rank_change.enabled:
+            return dict(state), INACTIVE
+        return rank_change(settings.rank_change, state, obs)
+    raise ValueError(f"{rule} is not a series rule")
+
+
+# ---------------------------------------------------------------- stalled
+
+
+ARRIVALS_KEPT = 21
+
+
+def record_arrival(state: Mapping[str, Any], at: float) -> dict[str, Any]:
+    """Remember a checkpoint's arrival time (unix seconds); keeps the last ARRIVALS_KEPT."""
+    st = dict(state)
+    st["arrivals"] = [*list(st.get("arrivals", [])), at][-ARRIVALS_KEPT:]
+    return st
+
+
+@dataclass(frozen=True)
+class StalledCheck:
+    stalled: bool
+    silent_s: float
+    usual_s: float | None
+    threshold_s: float | None
+
+
+def stalled_check(s: StalledSettings, arrivals: Sequence[float], now: float) -> StalledCheck:
+    """Stalled when the time since the last arrival exceeds max(multiple x usual, floor_s).
+
+    The usual interval is the median of the recent gaps between arrivals (robust to a pause
+    for evaluation). Needs min_checkpoints arrivals: a run's first checkpoints define it.
+    """
+    if not arrivals:
+        return StalledCheck(False, 0.0, None, None)
+    silent = max(0.0, now - arrivals[-1])
+    if len(arrivals) < max(2, s.min_checkpoints):
+        return StalledCheck(False, silent, None, None)
+    usual = float(np.median(np.diff(np.asarray(arrivals, dtype=np.float64))))
+    threshold = max(s.multiple * usual, s.floor_s)
+    return StalledCheck(s.enabled and silent > threshold, silent, usual, threshold)
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+Action = Literal[
+    "none", "open_pending", "open_firing", "fire", "update", "resolve", "drop", "reopen"
+]
+
+
+def lifecycle(open_state: str | None, outcome: Outcome) -> Action:
+    """What to do with a fingerprint's open alert (None, "pending" or "firing") given an outcome.
+
+    open_pending / open_firing: create the alert row; fire: pending -> firing; update: keep
+    it, refresh its facts; resolve: firing -> resolved; drop: a pending alert that never
+    fired is deleted (Grafana's pending -> normal); reopen: resolve the open one and open a
+    new firing one (a separate event while the first was still open).
+    """
+    if outcome.status == "inactive":
+        if open_state == "firing":
+            return "resolve"
+        return "drop" if open_state == "pending" else "none"
+    if open_state is None:
+        return "open_firing" if outcome.status == "firing" else "open_pending"
+    if outcome.new_event and open_state == "firing":
+        return "reopen"
+    if outcome.status == "firing" and open_state == "pending":
+        return "fire"
+    return "update"
+
+
+def repeat_due(
+    last_notified_at: float | None, now: float, repeat_interval_s: float, acknowledged: bool
+) -> bool:
+    """A firing alert is sent again after repeat_interval_s, unless acknowledged; one that fired
+    while silenced (never sent) goes out at the first evaluation after the silence ends."""
+    if acknowledged:
+        return False
+    if last_notified_at is None:
+        return True
+    return repeat_interval_s > 0 and now - last_notified_at >= repeat_interval_s
