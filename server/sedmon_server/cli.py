@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="warning")
+    serve.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--database-url")
@@ -72,7 +73,9 @@ def tcp_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings, host: str, port: int, workers: int, log_level: str) -> None:
+def serve(
+    settings: Settings, host: str, port: int, workers: int, log_level: str, loop: str = "auto"
+) -> None:
     import uvicorn
 
     engine = make_engine(settings.resolved_database_url())
@@ -85,6 +88,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, log_level: str
         port=port,
         workers=workers,
         log_level=log_level,
+        loop=loop,
         timeout_keep_alive=75,
     )
     if workers > 1:
@@ -99,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = _settings(getattr(args, "database_url", None))
     if args.command == "serve":
-        serve(settings, args.host, args.port, args.workers, args.log_level)
+        serve(settings, args.host, args.port, args.workers, args.log_level, args.loop)
         return 0
     engine = make_engine(settings.resolved_database_url())
     try:

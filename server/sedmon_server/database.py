@@ -31,7 +31,8 @@ def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
         parsed,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout (two per ingest request); a
+        # connection dropped by a database restart fails one request and is replaced.
         pool_recycle=1800,
     )
 

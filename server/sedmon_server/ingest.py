@@ -16,6 +16,8 @@ For each checkpoint (DESIGN.md, "Data flow", step 3):
 Observers (the alerts engine's hook). Anything passed to `create_app(observers=[...])`
 implementing `CheckpointObserver` is called inside the ingest transaction, each call in a
 SAVEPOINT: an observer that raises is logged and rolled back alone, never the checkpoint.
+Observers run after the call's rows are written (for a batch: all of them), once per new
+checkpoint in step order; a re-sent checkpoint (200) is not observed again.
 
     class CheckpointObserver(Protocol):
         def on_checkpoint(self, conn: Connection, run: Mapping[str, Any], step: int,
@@ -53,7 +55,7 @@ from sedmon_core.schemas import (
 )
 from sedmon_core.spectrum import WindowSpectrum, roll_gram, window_spectra
 from sedmon_server import tables
-from sedmon_server.metric_store import upsert_metrics
+from sedmon_server.metric_store import UPSERT
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,13 @@ class _RunIngest:
         )
         self.states = self._load_states()
         self.series = self._load_series()
+        self.pending_checkpoints: list[dict[str, Any]] = []
+        self.pending_spectra: list[dict[str, Any]] = []
+        self.pending_metrics: list[dict[str, Any]] = []
+        self.pending_digests: dict[int, tuple[str, CheckpointAck]] = {}
+        self.pending_observed: list[
+            tuple[int, Mapping[tuple[str, int], WindowSpectrum], Mapping[str, float]]
+        ] = []
 
     # -- state ---------------------------------------------------------------------------
 
@@ -267,6 +276,7 @@ class _RunIngest:
     # -- one checkpoint --------------------------------------------------------------------
 
     def add(self, cp: CheckpointIn) -> tuple[CheckpointAck, bool]:
+        """Check and compute one checkpoint; its rows wait in memory for `flush`."""
         arrays = self._arrays(cp)
         digest = payload_digest(cp.step, self.groups, arrays, cp.metrics)
         last = self.run["last_step"]
@@ -282,17 +292,65 @@ class _RunIngest:
             created=True,
             edge=edges.get(self.windows[0]),
         )
-        for obs in self.observers:
-            try:
-                with self.conn.begin_nested():
-                    obs.on_checkpoint(self.conn, self.run, cp.step, spectra, cp.metrics)
-            except Exception:
-                log.exception(
-                    "checkpoint observer %r failed (run %s, step %s)", obs, self.run["id"], cp.step
-                )
+        self.pending_digests[cp.step] = (digest, ack)
+        self.pending_observed.append((cp.step, spectra, cp.metrics))
         return ack, True
 
+    def flush(self) -> None:
+        """Write what `add` computed (bulk inserts, one state and run update), then tell the
+        observers, checkpoint by checkpoint, with every row of the call already written."""
+        conn = self.conn
+        if self.pending_checkpoints:
+            conn.execute(INSERT_CHECKPOINT, self.pending_checkpoints)
+        if self.pending_spectra:
+            conn.execute(INSERT_SPECTRA, self.pending_spectra)
+        if self.pending_metrics:
+            conn.execute(UPSERT[conn.dialect.name], self.pending_metrics)
+        if not self.pending_checkpoints:
+            return
+        run_id = int(self.run["id"])
+        for g in self.groups:
+            st = self.states[g]
+            values = {
+                "position": st.position.astype("<f8").tobytes(),
+                "deltas": st.deltas.astype("<f8").tobytes(),
+                "gram": st.gram.astype("<f8").tobytes(),
+                "count": st.count,
+            }
+            if st.exists:
+                conn.execute(UPDATE_STATE, {"b_run": run_id, "b_group": g, **values})
+            else:
+                conn.execute(INSERT_STATE, {"run_id": run_id, "group_name": g, **values})
+                st.exists = True
+        conn.execute(
+            UPDATE_RUN,
+            {
+                "b_id": run_id,
+                "last_step": self.run["last_step"],
+                "last_checkpoint_at": self.run["last_checkpoint_at"],
+                "num_checkpoints": self.run["num_checkpoints"],
+                "group_dims": self.dims,
+                "edge_series": self.run["edge_series"],
+            },
+        )
+        self.pending_checkpoints, self.pending_spectra, self.pending_metrics = [], [], []
+        for step, spectra, metrics in self.pending_observed:
+            for obs in self.observers:
+                try:
+                    with conn.begin_nested():
+                        obs.on_checkpoint(conn, self.run, step, spectra, metrics)
+                except Exception:
+                    log.exception(
+                        "checkpoint observer %r failed (run %s, step %s)", obs, run_id, step
+                    )
+        self.pending_observed = []
+
     def _repeat(self, step: int, digest: str, last: int) -> CheckpointAck:
+        if step in self.pending_digests:  # the same step twice in one batch
+            known, ack = self.pending_digests[step]
+            if known != digest:
+                raise IngestError(409, f"step {step} appears twice with different payloads")
+            return ack.model_copy(update={"created": False})
         c = tables.checkpoints
         stored = self.conn.execute(
             select(c.c.digest).where(c.c.run_id == self.run["id"], c.c.step == step)
@@ -391,9 +449,7 @@ class _RunIngest:
         now: datetime,
     ) -> None:
         run_id = int(self.run["id"])
-        conn = self.conn
-        conn.execute(
-            INSERT_CHECKPOINT,
+        self.pending_checkpoints.append(
             {
                 "run_id": run_id,
                 "step": cp.step,
@@ -402,65 +458,39 @@ class _RunIngest:
                 "sketch": np.concatenate([arrays[g] for g in self.groups]).astype("<f8").tobytes(),
                 "lags": lags,
                 "dots": None if dot_rows is None else dot_rows.astype("<f8").tobytes(),
-            },
-        )
-        if spectra:
-            conn.execute(
-                INSERT_SPECTRA,
-                [
-                    {
-                        "run_id": run_id,
-                        "group_name": g,
-                        "window": w,
-                        "step": cp.step,
-                        "sigma": sp.sigma.astype("<f8").tobytes(),
-                        "ratios": sp.ratios.astype("<f8").tobytes(),
-                        "signal_rank": sp.signal_rank,
-                        "gap_ratio": sp.gap_ratio,
-                        "additive_gap": sp.additive_gap,
-                        "edge_strength": sp.edge_strength,
-                        "total_variance": sp.total_variance,
-                        "effective_rank": sp.effective_rank,
-                        "k95": sp.k95,
-                        "pc1_share": sp.pc1_share,
-                        "drift_speed": sp.drift_speed,
-                        "phase": edges[w].phase if g == ALL_GROUP else None,
-                    }
-                    for (g, w), sp in spectra.items()
-                ],
-            )
-        if cp.metrics:
-            upsert_metrics(conn, run_id, cp.step, cp.metrics)
-        for g in self.groups:
-            st = self.states[g]
-            values = {
-                "position": st.position.astype("<f8").tobytes(),
-                "deltas": st.deltas.astype("<f8").tobytes(),
-                "gram": st.gram.astype("<f8").tobytes(),
-                "count": st.count,
             }
-            if st.exists:
-                conn.execute(UPDATE_STATE, {"b_run": run_id, "b_group": g, **values})
-            else:
-                conn.execute(INSERT_STATE, {"run_id": run_id, "group_name": g, **values})
-                st.exists = True
+        )
+        self.pending_spectra.extend(
+            {
+                "run_id": run_id,
+                "group_name": g,
+                "window": w,
+                "step": cp.step,
+                "sigma": sp.sigma.astype("<f8").tobytes(),
+                "ratios": sp.ratios.astype("<f8").tobytes(),
+                "signal_rank": sp.signal_rank,
+                "gap_ratio": sp.gap_ratio,
+                "additive_gap": sp.additive_gap,
+                "edge_strength": sp.edge_strength,
+                "total_variance": sp.total_variance,
+                "effective_rank": sp.effective_rank,
+                "k95": sp.k95,
+                "pc1_share": sp.pc1_share,
+                "drift_speed": sp.drift_speed,
+                "phase": edges[w].phase if g == ALL_GROUP else None,
+            }
+            for (g, w), sp in spectra.items()
+        )
+        self.pending_metrics.extend(
+            {"run_id": run_id, "name": n, "step": cp.step, "value": float(v)}
+            for n, v in sorted(cp.metrics.items())
+        )
         self.run.update(
             last_step=cp.step,
             last_checkpoint_at=now,
             num_checkpoints=int(self.run["num_checkpoints"]) + 1,
             group_dims=self.dims,
             edge_series=self.series.tobytes(),
-        )
-        conn.execute(
-            UPDATE_RUN,
-            {
-                "b_id": run_id,
-                "last_step": cp.step,
-                "last_checkpoint_at": now,
-                "num_checkpoints": self.run["num_checkpoints"],
-                "group_dims": self.dims,
-                "edge_series": self.run["edge_series"],
-            },
         )
 
 
@@ -539,6 +569,7 @@ def ingest(
                     raise
                 acks.append(ack)
                 created += int(new)
+            job.flush()
         return IngestOutcome(acks, created, len(acks) - created, job.run)
     except NonFiniteError as exc:
         record_non_finite(engine, run_id, exc.step, exc.details, observers)

@@ -315,3 +315,18 @@ def test_dot_rows_reassemble_the_band_of_the_dot_matrix(client: TestClient, engi
     band = np.abs(np.subtract.outer(np.arange(9), np.arange(9))) <= 3
     np.testing.assert_allclose(dots[band], full[band], rtol=1e-12)
     assert np.isnan(dots[~band]).all()
+
+
+def test_a_step_twice_in_one_batch_is_one_checkpoint_or_a_conflict(client: TestClient) -> None:
+    rid = new_run(client, windows=[3])
+    cps = random_walk(4, 16, seed=23)
+    same = [{"step": i, "sketch": cp} for i, cp in enumerate(cps)] + [{"step": 3, "sketch": cps[3]}]
+    r = client.post(f"/api/v1/runs/{rid}/checkpoints:batch", json={"checkpoints": same})
+    assert (r.status_code, r.json()["created"], r.json()["unchanged"]) == (201, 4, 1)
+    rid2 = new_run(client, windows=[3])
+    other = [{"step": i, "sketch": cp} for i, cp in enumerate(cps)] + [
+        {"step": 3, "sketch": cps[0]}
+    ]
+    r = client.post(f"/api/v1/runs/{rid2}/checkpoints:batch", json={"checkpoints": other})
+    assert r.status_code == 409
+    assert client.get(f"/api/v1/runs/{rid2}").json()["num_checkpoints"] == 0

@@ -25,7 +25,8 @@ BAD_INPUT: dict[int | str, dict[str, Any]] = {
 }
 
 
-def engine_of(request: Request) -> Engine:
+async def engine_of(request: Request) -> Engine:
+    """The app's engine (async: no I/O, so FastAPI need not hop to a worker thread)."""
     engine: Engine = request.app.state.engine
     return engine
 

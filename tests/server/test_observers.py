@@ -1,0 +1,96 @@
+"""The observer hook the alerts engine uses: called in the ingest transaction, never fatal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from servertest import ADMIN, AUTH, new_run, post, random_walk
+from sqlalchemy import Connection, select, text
+
+from sedmon_core.spectrum import WindowSpectrum
+from sedmon_server import tables
+from sedmon_server.app import create_app
+from sedmon_server.ingest import CheckpointObserver
+from sedmon_server.settings import Settings
+
+pytestmark = pytest.mark.postgres
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, list[tuple[str, int]], dict[str, float]]] = []
+        self.non_finite: list[tuple[int, dict[str, Any]]] = []
+
+    def on_checkpoint(
+        self,
+        conn: Connection,
+        run: Mapping[str, Any],
+        step: int,
+        spectra: Mapping[tuple[str, int], WindowSpectrum],
+        metrics: Mapping[str, float],
+    ) -> None:
+        stored = conn.execute(
+            select(tables.checkpoints.c.step).where(
+                tables.checkpoints.c.run_id == run["id"], tables.checkpoints.c.step == step
+            )
+        ).scalar_one()
+        self.seen.append((stored, run["last_step"], sorted(spectra), dict(metrics)))
+
+    def on_non_finite(
+        self, conn: Connection, run: Mapping[str, Any], step: int, details: Mapping[str, Any]
+    ) -> None:
+        self.non_finite.append((step, dict(details)))
+
+
+class Broken:
+    def on_checkpoint(self, conn: Connection, *args: Any) -> None:
+        conn.execute(text("SELECT no_such_column FROM runs"))
+
+    def on_non_finite(self, conn: Connection, *args: Any) -> None:
+        raise RuntimeError("boom")
+
+
+@pytest.fixture()
+def observed(postgres_url: str, tmp_path: Path) -> Any:
+    recorder = Recorder()
+    assert isinstance(recorder, CheckpointObserver)
+    app = create_app(
+        Settings(database_url=postgres_url, home=tmp_path, admin_token=ADMIN),
+        observers=[Broken(), recorder],
+        extensions=(),
+    )
+    yield TestClient(app, headers=AUTH), recorder
+    app.state.engine.dispose()
+
+
+def test_observers_see_each_new_checkpoint_with_its_spectra(observed: Any) -> None:
+    client, recorder = observed
+    rid = new_run(client, windows=[3])
+    cps = random_walk(5, 16)
+    for i, cp in enumerate(cps):
+        assert post(client, rid, i, cp, {"loss": float(i)}).status_code == 201
+    assert post(client, rid, 4, cps[4], {"loss": 4.0}).status_code == 200
+    assert [(s, last) for s, last, _, _ in recorder.seen] == [(i, i) for i in range(5)]
+    assert [k for _, _, k, _ in recorder.seen] == [[]] * 3 + [[("all", 3)]] * 2
+    assert recorder.seen[2][3] == {"loss": 2.0}
+
+
+def test_observers_hear_of_non_finite_checkpoints(observed: Any) -> None:
+    client, recorder = observed
+    rid = new_run(client)
+    assert post(client, rid, 3, {"all": [float("nan")] * 16}).status_code == 422
+    assert recorder.non_finite == [(3, {"groups": ["all"], "metrics": [], "count": 16})]
+
+
+def test_batch_observes_every_checkpoint_after_writing_them(observed: Any) -> None:
+    client, recorder = observed
+    rid = new_run(client, windows=[3])
+    cps = [{"step": i, "sketch": cp} for i, cp in enumerate(random_walk(6, 16))]
+    r = client.post(f"/api/v1/runs/{rid}/checkpoints:batch", json={"checkpoints": cps})
+    assert r.status_code == 201
+    assert [s for s, _, _, _ in recorder.seen] == list(range(6))
+    assert {last for _, last, _, _ in recorder.seen} == {5}
