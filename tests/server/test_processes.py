@@ -163,4 +163,9 @@ def test_the_multi_worker_listener_gives_accepted_connections_tcp_nodelay() -> N
         server.close()
         return value
 
-    assert asyncio.run(accepted_nodelay()) != 0
+    # A thread of its own: another fixture (Playwright's sync API) may own this thread's loop.
+    seen_value: list[int] = []
+    runner = threading.Thread(target=lambda: seen_value.append(asyncio.run(accepted_nodelay())))
+    runner.start()
+    runner.join(10)
+    assert seen_value and seen_value[0] != 0
