@@ -1,0 +1,534 @@
+"""The background sender: posts a run's items in order, retries, spools, replays.
+
+The training thread only calls `submit` (a `put_nowait`; when the queue is full the item goes
+to the spool instead). One daemon thread owns the network: it creates the run, posts items
+with retries (exponential backoff with full jitter, Retry-After honoured on 429/503), and when
+the server stays unreachable past a retry budget it moves items to the on-disk spool and
+keeps probing. While the spool holds anything, new items go behind it, so the server always
+sees a run's items in the order they were made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sedmon._logging import logger, problem
+from sedmon._spool import Spool, run_folder_name
+
+API = "/api/v1"
+RETRYABLE_4XX = frozenset({408, 429})
+RUN_FATAL = frozenset({400, 401, 403, 404, 409, 422})
+"""Answers to run creation that no retry can fix: the items wait in the spool for a human."""
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """Timeouts and retry policy. Each field can be set from the environment (see docs)."""
+
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    retry_budget_s: float = 15.0
+    """Time spent retrying one item before it goes to the spool and the sender goes offline."""
+    base_backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    """Cap of one backoff sleep, and of the interval between probes while offline."""
+    max_retry_after_s: float = 300.0
+    queue_size: int = 1000
+
+    @classmethod
+    def from_env(cls) -> TransportSettings:
+        """Defaults, overridden by SEDMON_CONNECT_TIMEOUT_S, SEDMON_READ_TIMEOUT_S,
+        SEDMON_RETRY_BUDGET_S, SEDMON_BASE_BACKOFF_S, SEDMON_MAX_BACKOFF_S, SEDMON_QUEUE_SIZE."""
+        values: dict[str, Any] = {}
+        for field in (
+            "connect_timeout_s",
+            "read_timeout_s",
+            "retry_budget_s",
+            "base_backoff_s",
+            "max_backoff_s",
+            "queue_size",
+        ):
+            raw = os.environ.get(f"SEDMON_{field.upper()}")
+            if raw:
+                try:
+                    values[field] = int(raw) if field == "queue_size" else float(raw)
+                except ValueError:
+                    logger.warning(
+                        "sedmon: ignoring SEDMON_%s=%r (not a number)", field.upper(), raw
+                    )
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing to post: a checkpoint, a step's metrics, or the end of the run."""
+
+    seq: int
+    kind: str  # "checkpoint" | "metrics" | "finish"
+    body: dict[str, Any]
+
+
+class Outcome(Enum):
+    OK = "ok"
+    FINAL = "final"  # the server answered and a retry would not change it
+    UNREACHABLE = "unreachable"  # retry budget spent: spool and go offline
+
+
+def dumps(body: dict[str, Any]) -> bytes:
+    """JSON with NaN/Infinity allowed: the server answers non-finite sketches with 422."""
+    return json.dumps(body, separators=(",", ":"), allow_nan=True).encode()
+
+
+def retry_after_s(response: httpx.Response | None) -> float | None:
+    """Seconds asked for by a Retry-After header (delta-seconds or an HTTP date), if any."""
+    if response is None:
+        return None
+    raw = response.headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def item_path(run_id: int, kind: str) -> str:
+    return {
+        "checkpoint": f"{API}/runs/{run_id}/checkpoints",
+        "metrics": f"{API}/runs/{run_id}/metrics",
+        "finish": f"{API}/runs/{run_id}/finish",
+    }[kind]
+
+
+class Connection:
+    """HTTP to one server with the retry policy; used by the sender thread and `sedmon sync`."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None,
+        settings: TransportSettings,
+        stopped: threading.Event | None = None,
+    ) -> None:
+        headers = {"content-type": "application/json", "user-agent": "sedmon-client"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        timeout = httpx.Timeout(
+            settings.read_timeout_s,
+            connect=settings.connect_timeout_s,
+            pool=settings.connect_timeout_s,
+        )
+        self.server = server.rstrip("/")
+        self.settings = settings
+        self.client = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        self._stopped = stopped or threading.Event()
+        self.retry_after_hint: float | None = None
+        self.refused = False
+        """The last attempt could not connect (nothing listens there)."""
+
+    def close(self) -> None:
+        self.client.close()
+
+    def post(
+        self, path: str, body: dict[str, Any], deadline: float | Callable[[], float]
+    ) -> tuple[Outcome, httpx.Response | None]:
+        """POST with retries until `deadline` (monotonic seconds, or a function giving it,
+        asked again while waiting); one try when it has passed."""
+        limit = deadline if callable(deadline) else (lambda: deadline)
+        content = dumps(body)
+        attempt = 0
+        self.retry_after_hint = None
+        while True:
+            response: httpx.Response | None = None
+            self.refused = False
+            try:
+                response = self.client.post(path, content=content)
+            except httpx.HTTPError as exc:
+                self.refused = isinstance(exc, httpx.ConnectError)
+                problem(logging.WARNING, "net", "sedmon: %s unreachable (%s)", self.server, exc)
+            if response is not None:
+                code = response.status_code
+                if code < 300:
+                    return Outcome.OK, response
+                if 400 <= code < 500 and code not in RETRYABLE_4XX:
+                    return Outcome.FINAL, response
+                problem(logging.WARNING, f"http{code}", "sedmon: %s answered %d", path, code)
+            asked = retry_after_s(response) if response is not None else None
+            if asked is not None:
+                delay = min(asked, self.settings.max_retry_after_s)
+                self.retry_after_hint = delay
+            else:
+                cap = min(self.settings.max_backoff_s, self.settings.base_backoff_s * 2**attempt)
+                delay = random.uniform(0.0, cap)  # full jitter
+            wake = time.monotonic() + delay
+            while True:  # sleep in slices, so that finish() can cut the wait short
+                now = time.monotonic()
+                if self._stopped.is_set() or wake > limit():
+                    return Outcome.UNREACHABLE, response
+                if now >= wake:
+                    break
+                self._stopped.wait(min(0.05, wake - now))
+            attempt += 1
+
+
+def detail(response: httpx.Response | None) -> str:
+    """The server's {"detail": ...} (or the start of the body), for a log line."""
+    if response is None:
+        return "no answer"
+    try:
+        return str(response.json().get("detail", response.text[:200]))
+    except (ValueError, AttributeError):
+        return response.text[:200]
+
+
+class Sender:
+    """Posts one run's items from a daemon thread; see the module docstring."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None,
+        run_spec: dict[str, Any],
+        spool_root: Path,
+        settings: TransportSettings | None = None,
+        on_checkpoint_ack: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.settings = settings or TransportSettings.from_env()
+        self.server = server.rstrip("/")
+        self.token = token
+        self.run_spec = run_spec
+        self.spool_root = Path(spool_root)
+        self.run_id: int | None = None
+        self.on_checkpoint_ack = on_checkpoint_ack
+        self.delivered = 0
+        self.rejected = 0
+        self._queue: queue.Queue[Item] = queue.Queue(maxsize=self.settings.queue_size)
+        self._state = threading.RLock()
+        self._spool: Spool | None = None
+        self._inflight: Item | None = None
+        self._abandoned = False
+        self._fatal: str | None = None
+        self._offline = False
+        self._next_probe = 0.0
+        self._probe_backoff = self.settings.base_backoff_s
+        self._closing = False
+        self._thread_done = False
+        self._thread_closes_spool = False
+        self._close_deadline = 0.0
+        self._close_probe_done = False
+        self._stopped = threading.Event()
+        self._wake = threading.Event()
+        self._conn: Connection | None = None
+        self._thread = threading.Thread(target=self._main, name="sedmon-sender", daemon=True)
+
+    # -- training-thread side ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, item: Item) -> None:
+        """Queue an item without blocking; spill it to the spool when the queue is full."""
+        if self._stopped.is_set():
+            self._spool_items([item])
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            problem(logging.WARNING, "full", "sedmon: send queue full; spooling to disk")
+            self._spool_items([item])
+        self._wake.set()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until nothing is queued or in flight (or all is spooled)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._settled():
+                return True
+            if not self._thread.is_alive() or time.monotonic() >= deadline:
+                return self._settled()
+            time.sleep(0.01)
+
+    def close(self, timeout: float) -> bool:
+        """Deliver what is left within `timeout` s; whatever is not delivered goes to the spool.
+
+        Returns True when everything was delivered (nothing left in the spool by this run).
+        """
+        with self._state:
+            self._closing = True
+            self._close_deadline = time.monotonic() + timeout
+            self._next_probe = 0.0  # one more try now, whatever the backoff said
+        self._wake.set()
+        settled = self.flush(timeout)
+        with self._state:
+            self._stopped.set()
+            self._abandoned = True
+            leftover: list[Item] = []
+            if self._inflight is not None:
+                leftover.append(self._inflight)
+            while True:
+                try:
+                    leftover.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+        self._wake.set()
+        if leftover:
+            self._spool_items(leftover)
+        self._thread.join(0.2)
+        spool = self._spool
+        pending = spool.has_pending() if spool is not None else False
+        if pending:
+            logger.warning(
+                "sedmon: %d item(s) not delivered are kept in %s; run `sedmon sync` to send them",
+                len(spool.pending()) if spool else 0,
+                spool.directory if spool else "",
+            )
+        with self._state:  # whoever finishes last closes the spool (and its lock)
+            if self._thread_done and spool is not None:
+                spool.close(remove_if_done=True)
+            else:
+                self._thread_closes_spool = True
+        return settled and not pending
+
+    @property
+    def offline(self) -> bool:
+        return self._offline
+
+    @property
+    def spool(self) -> Spool | None:
+        return self._spool
+
+    def _settled(self) -> bool:
+        with self._state:
+            if not self._queue.empty() or self._inflight is not None:
+                return False
+            if self._fatal:
+                return True
+            if self._offline:  # all is spooled; when closing, after one last probe
+                return not self._closing or self._close_probe_done
+            return self._spool is None or not self._spool.has_pending()
+
+    # -- spool ------------------------------------------------------------------------------
+
+    def _get_spool(self) -> Spool:
+        with self._state:
+            if self._spool is None:
+                self._spool = Spool.create(self.spool_root, self.server, self.run_spec)
+                if not self._spool.try_lock():
+                    logger.warning(
+                        "sedmon: spool %s is in use by another process", self._spool.directory
+                    )
+            return self._spool
+
+    def _spool_items(self, items: list[Item]) -> None:
+        try:
+            spool = self._get_spool()
+            for item in items:
+                spool.append(item.seq, item.kind, item.body)
+        except OSError as exc:
+            problem(logging.ERROR, "spool", "sedmon: cannot write the spool (%s); items lost", exc)
+
+    def _drain_queue_to_spool(self) -> None:
+        items: list[Item] = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if items:
+            self._spool_items(items)
+
+    # -- sender thread ----------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._conn = Connection(self.server, self.token, self.settings, self._stopped)
+            folder = self.spool_root / run_folder_name(
+                self.server, self.run_spec["project"], self.run_spec["name"]
+            )
+            if (folder / "run.json").exists():  # a previous process left items: replay first
+                self._get_spool()
+            while not self._stopped.is_set():
+                if not self._step():
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+        except Exception as exc:  # the sender must never take the process down
+            logger.error("sedmon: sender stopped by an unexpected error: %r", exc)
+            self._fatal = f"sender error: {exc!r}"
+            with contextlib.suppress(Exception):
+                self._drain_queue_to_spool()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+            with self._state:
+                self._thread_done = True
+                if self._thread_closes_spool and self._spool is not None:
+                    self._spool.close()
+
+    def _step(self) -> bool:
+        """Do one unit of work; False when there was nothing to do."""
+        if self._fatal:
+            self._drain_queue_to_spool()
+            return False
+        spool = self._spool
+        if self._offline or (spool is not None and spool.has_pending()):
+            self._drain_queue_to_spool()
+            if self._offline and time.monotonic() < self._next_probe:
+                return False
+            return self._replay_one(self._get_spool())
+        with self._state:
+            if self._stopped.is_set():
+                return False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            self._inflight = item
+        outcome = self._deliver(item)
+        with self._state:
+            self._inflight = None
+            if outcome is Outcome.UNREACHABLE and not self._abandoned:
+                self._spool_items([item])
+                self._go_offline()
+        return True
+
+    def _replay_one(self, spool: Spool) -> bool:
+        entry = spool.head()
+        if entry is None:
+            self._offline = False
+            return False
+        try:
+            body = spool.read(entry)
+        except (OSError, ValueError) as exc:
+            problem(logging.ERROR, "spoolread", "sedmon: skipping unreadable spool record: %s", exc)
+            spool.ack(entry.seq)
+            return True
+        outcome = self._deliver(Item(entry.seq, entry.kind, body))
+        if self._closing:
+            self._close_probe_done = True
+        if outcome is Outcome.UNREACHABLE:
+            self._go_offline()
+        else:
+            spool.ack(entry.seq)
+            if self._offline:
+                logger.info("sedmon: server reachable again; replaying the spool")
+            self._offline = False
+            self._probe_backoff = self.settings.base_backoff_s
+        return True
+
+    def _go_offline(self) -> None:
+        if not self._offline:
+            problem(
+                logging.WARNING,
+                "offline",
+                "sedmon: %s unreachable; spooling to disk and retrying in the background",
+                self.server,
+            )
+        self._offline = True
+        hint = self._conn.retry_after_hint if self._conn else None
+        wait = hint if hint is not None else random.uniform(0.5, 1.0) * self._probe_backoff
+        self._next_probe = time.monotonic() + (0.0 if self._closing else wait)
+        self._probe_backoff = min(self.settings.max_backoff_s, self._probe_backoff * 2)
+
+    def _deadline(self) -> Callable[[], float]:
+        """When to stop retrying the item about to be posted, asked again while waiting.
+
+        Offline probes are single tries. Once finish() waits, its bound caps the retries,
+        and a server that refuses connections is not waited for at all.
+        """
+        start = time.monotonic()
+        offline = self._offline
+
+        def limit() -> float:
+            if offline:
+                return start
+            end = start + self.settings.retry_budget_s
+            if self._closing:
+                if self._conn is not None and self._conn.refused:
+                    return start
+                end = min(end, self._close_deadline)
+            return end
+
+        return limit
+
+    def _ensure_run(self) -> bool:
+        if self.run_id is not None:
+            return True
+        assert self._conn is not None
+        outcome, response = self._conn.post(f"{API}/runs", self.run_spec, self._deadline())
+        if outcome is Outcome.OK and response is not None:
+            self.run_id = int(response.json()["id"])
+            logger.info("sedmon: run %s/%s is id %d", *self._names(), self.run_id)
+            return True
+        if outcome is Outcome.FINAL and response is not None:
+            code = response.status_code
+            if code in RUN_FATAL:
+                self._fatal = f"{code}: {detail(response)}"
+                hint = {
+                    401: "check token= or SEDMON_TOKEN",
+                    403: "the token lacks the ingest scope for this project",
+                    409: "a run with this name exists with another spec; choose another name=",
+                }.get(code, "")
+                logger.error(
+                    "sedmon: the server refused to create run %s/%s (%s)%s; checkpoints are kept "
+                    "in the spool for `sedmon sync`",
+                    *self._names(),
+                    self._fatal,
+                    f": {hint}" if hint else "",
+                )
+        return False
+
+    def _names(self) -> tuple[str, str]:
+        return str(self.run_spec["project"]), str(self.run_spec["name"])
+
+    def _deliver(self, item: Item) -> Outcome:
+        if not self._ensure_run():
+            return Outcome.UNREACHABLE
+        assert self._conn is not None and self.run_id is not None
+        outcome, response = self._conn.post(
+            item_path(self.run_id, item.kind), item.body, self._deadline()
+        )
+        if outcome is Outcome.OK:
+            self.delivered += 1
+            if item.kind == "checkpoint" and response is not None and self.on_checkpoint_ack:
+                try:
+                    self.on_checkpoint_ack(response.json())
+                except Exception as exc:
+                    problem(logging.WARNING, "ack", "sedmon: unreadable checkpoint ack: %r", exc)
+        elif outcome is Outcome.FINAL:
+            self.rejected += 1
+            self._report_final(item, response)
+        return outcome
+
+    def _report_final(self, item: Item, response: httpx.Response | None) -> None:
+        code = response.status_code if response is not None else 0
+        step = item.body.get("step")
+        if item.kind == "checkpoint" and code == 409:
+            msg = (
+                "sedmon: checkpoint at step %s refused (409: %s): "
+                "the run already has this step or a later one"
+            )
+        elif item.kind == "checkpoint" and code == 422:
+            msg = "sedmon: checkpoint at step %s refused (422: %s)"
+        else:
+            msg = f"sedmon: {item.kind} at step %s refused ({code}: %s)"
+        problem(logging.WARNING, f"final{item.kind}{code}", msg, step, detail(response))

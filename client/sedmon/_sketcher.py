@@ -1,0 +1,477 @@
+"""Torch sketcher: sedmon_core.sketch's definition evaluated on the parameters' own device.
+
+Same numbers as the numpy reference (to float64 rounding), chunk by chunk: the extra
+memory is a fixed buffer (at most `chunk_elems` float64, 16 MB by default on CUDA, 2 MB
+on CPU), never a copy of the model. No autograd. Non-contiguous tensors are read in
+row ranges; shards (DTensor, FSDP flat shards) are sketched with their global element
+offsets, and `all_reduce_sketches` sums the partial sketches over ranks.
+
+Countsketch per chunk of whole blocks (rows of BLOCK elements): buf = float64(x) (one
+read-convert pass), then one scatter_add along each row into Z (rows x 2k) at column
+table_bucket[j] + k * (table_sign[j] < 0), so the table's signs cost no pass of their
+own; then y[(shift[row] + b) mod k] += block_sign[row] * (Z[row, b] - Z[row, k + b]).
+The per-block (shift, sign) come from sedmon_core on the host, once per parameter
+layout (cached), and travel to the device in one copy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sedmon_core.sketch import (
+    BLOCK,
+    GAMMA,
+    LOW32,
+    PROJECTED_METHODS,
+    SketchSpec,
+    countsketch_block_shifts,
+    countsketch_table,
+    parameter_key,
+)
+
+_MUL1 = -4658895280553007687  # 0xBF58476D1CE4E5B9, as in sedmon_core.sketch
+_MUL2 = -7723592293110705685  # 0x94D049BB133111EB
+CPU_CHUNK_ELEMS = 1 << 16
+"""Elements per countsketch step on CPU: a 512 KB float64 buffer, near L2 (bench/sketch.py)."""
+CUDA_CHUNK_ELEMS = 1 << 21
+"""Elements per step on CUDA: a 16 MB buffer, few kernel launches for a 124M model."""
+_Z_BYTES = 1 << 22  # bucket rows (Z) kept before one rotation into y: 4 MB
+_GAUSSIAN_ENTRIES = 1 << 18  # k x n entries of the dense matrix evaluated per step
+_CACHE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class ShardPiece:
+    """Elements of parameter `name`: `tensor` read row-major, its first element at flat
+    index `offset` of the whole parameter (0 for an unsharded tensor)."""
+
+    name: str
+    tensor: torch.Tensor
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class _Tables:
+    bucket: torch.Tensor  # (BLOCK,) int64
+    sign: torch.Tensor  # (BLOCK,) float64
+    column: torch.Tensor  # (BLOCK,) int64: bucket, plus k where the sign is -1
+    arange_k: torch.Tensor  # (k,) int64
+
+
+_tables_cache: OrderedDict[tuple[SketchSpec, str], _Tables] = OrderedDict()
+_plans_cache: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+
+def _cached(cache: OrderedDict[Any, Any], key: Any, make: Any) -> Any:
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = make()
+    cache[key] = value
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+    return value
+
+
+def _tables(spec: SketchSpec, device: torch.device) -> _Tables:
+    def make() -> _Tables:
+        bucket, sign = countsketch_table(spec)
+        return _Tables(
+            torch.from_numpy(bucket).to(device),
+            torch.from_numpy(sign).to(device),
+            torch.from_numpy(bucket + spec.dim * (sign < 0)).to(device),
+            torch.arange(spec.dim, dtype=torch.int64, device=device),
+        )
+
+    return _cached(_tables_cache, (spec, str(device)), make)
+
+
+def _block_span(piece: ShardPiece) -> tuple[int, int]:
+    """First global block and number of blocks that the piece touches."""
+    n = piece.tensor.numel()
+    first = piece.offset // BLOCK
+    return first, (piece.offset + n - 1) // BLOCK - first + 1 if n else 0
+
+
+def _plan(
+    spec: SketchSpec, device: torch.device, pieces: Sequence[ShardPiece]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift int64, sign float64) of every block row the pieces touch, in order, on device."""
+    layout = tuple((p.name, p.offset, p.tensor.numel()) for p in pieces)
+
+    def make() -> tuple[torch.Tensor, torch.Tensor]:
+        shifts, signs = [np.zeros(0, np.int64)], [np.zeros(0, np.float64)]
+        for piece in pieces:
+            first, count = _block_span(piece)
+            shift, sign = countsketch_block_shifts(
+                spec, piece.name, np.arange(first, first + count, dtype=np.int64)
+            )
+            shifts.append(shift)
+            signs.append(sign)
+        return (
+            torch.from_numpy(np.concatenate(shifts)).to(device),
+            torch.from_numpy(np.concatenate(signs)).to(device),
+        )
+
+    return _cached(_plans_cache, (spec, str(device), layout), make)
+
+
+def _flat_range(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """Elements [a, b) of t in row-major order, 1-D: a view when t is contiguous, else a
+    copy of at most about 3 (b - a) elements (never the whole tensor)."""
+    if t.is_contiguous() or t.dim() == 0:
+        return t.reshape(-1)[a:b]
+    row = t[0].numel()
+    r0, r1 = a // row, -(-b // row)
+    if row <= b - a:
+        return t[r0:r1].reshape(-1)[a - r0 * row : b - r0 * row]
+    parts = [
+        _flat_range(t[r], max(a, r * row) - r * row, min(b, (r + 1) * row) - r * row)
+        for r in range(r0, r1)
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class _Countsketch:
+    """Accumulates block rows of one group on one device; see the module docstring."""
+
+    def __init__(self, spec: SketchSpec, device: torch.device, chunk_elems: int) -> None:
+        self.spec = spec
+        self.k = spec.dim
+        self.tables = _tables(spec, device)
+        self.fill_rows = max(1, chunk_elems // BLOCK)
+        z_rows = max(1, _Z_BYTES // (16 * self.k)) // self.fill_rows * self.fill_rows
+        self.z_rows = max(self.fill_rows, z_rows)
+        f64 = torch.float64
+        self.buf = torch.empty(self.fill_rows, BLOCK, dtype=f64, device=device)
+        self.z = torch.zeros(self.z_rows, 2 * self.k, dtype=f64, device=device)
+        self.y = torch.zeros(self.k, dtype=f64, device=device)
+        self.nb = 0  # rows filled in buf
+        self.nz = 0  # rows accumulated in z
+        self.zbase = 0  # plan row of z[0]
+        self.shift = torch.zeros(0, dtype=torch.int64, device=device)
+        self.sign = torch.zeros(0, dtype=f64, device=device)
+
+    def _flush_buf(self) -> None:
+        if self.nz + self.nb > self.z_rows:
+            self._flush_z()
+        nb = self.nb
+        if nb:
+            index = self.tables.column.expand(nb, BLOCK)
+            self.z[self.nz : self.nz + nb].scatter_add_(1, index, self.buf[:nb])
+            self.nz += nb
+            self.nb = 0
+
+    def _flush_z(self) -> None:
+        nz, base = self.nz, self.zbase
+        if nz:
+            z = self.z[:nz]
+            signed = z[:, : self.k] - z[:, self.k :]
+            signed.mul_(self.sign[base : base + nz, None])
+            target = self.shift[base : base + nz, None] + self.tables.arange_k
+            target = torch.where(target >= self.k, target - self.k, target)
+            self.y.index_add_(0, target.reshape(-1), signed.reshape(-1))
+            z.zero_()
+        self.zbase += nz
+        self.nz = 0
+
+    def add(self, data: torch.Tensor, front: int) -> None:
+        """Add 1-D `data` whose first element sits at position `front` of a fresh block row;
+        len(data) + front <= free rows * BLOCK."""
+        n = data.numel()
+        rows = -(-(front + n) // BLOCK)
+        flat = self.buf[self.nb : self.nb + rows].view(-1)
+        if front:
+            flat[:front].zero_()
+        if front + n < flat.numel():
+            flat[front + n :].zero_()
+        flat[front : front + n].copy_(data)
+        self.nb += rows
+
+    def run(self, pieces: Sequence[ShardPiece]) -> torch.Tensor:
+        """The sketch (k,) float64 of all pieces (each piece's rows are its own)."""
+        self.shift, self.sign = _plan(self.spec, self.y.device, pieces)
+        for piece in pieces:
+            n = piece.tensor.numel()
+            pos = 0
+            while pos < n:
+                if self.nb == self.fill_rows:
+                    self._flush_buf()
+                front = (piece.offset + pos) % BLOCK
+                m = min(n - pos, (self.fill_rows - self.nb) * BLOCK - front)
+                self.add(_flat_range(piece.tensor, pos, pos + m), front)
+                pos += m
+        self._flush_buf()
+        self._flush_z()
+        return self.y
+
+
+def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """sedmon_core.sketch.mix64 on an int64 tensor (any device); same integers."""
+    z = z ^ _shr(z, 30)
+    z.mul_(_MUL1)
+    z.bitwise_xor_(_shr(z, 27))
+    z.mul_(_MUL2)
+    return z.bitwise_xor_(_shr(z, 31))
+
+
+def countsketch_buckets_signs(
+    spec: SketchSpec, name: str, global_index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The torch path's (bucket int64, sign float64) of elements `global_index` of `name`:
+    block tables on the index's device, as the sketcher uses them."""
+    device = global_index.device
+    tables = _tables(spec, device)
+    block = global_index // BLOCK
+    first = int(block.min()) if block.numel() else 0
+    count = int(block.max()) - first + 1 if block.numel() else 0
+    shift, sign = (
+        torch.from_numpy(a).to(device)
+        for a in countsketch_block_shifts(
+            spec, name, np.arange(first, first + count, dtype=np.int64)
+        )
+    )
+    row, j = block - first, global_index % BLOCK
+    bucket = (shift[row] + tables.bucket[j]) % spec.dim
+    return bucket, sign[row] * tables.sign[j]
+
+
+def gaussian_columns(spec: SketchSpec, name: str, global_index: torch.Tensor) -> torch.Tensor:
+    """sedmon_core.sketch.gaussian_columns on the index's device: (k, n) float64."""
+    index = global_index.reshape(-1).to(torch.int64)
+    element = mix64((index + 1) * GAMMA + parameter_key(spec.seed, name))
+    pairs = (spec.dim + 1) // 2
+    word = (torch.arange(pairs, dtype=torch.int64, device=index.device) + 1) * GAMMA
+    h = mix64(element[None, :] + word[:, None])
+    u1 = (_shr(h, 32).to(torch.float64) + 0.5) * 2.0**-32
+    angle = (h & LOW32).to(torch.float64) * (2.0 * np.pi * 2.0**-32)
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    normals = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle)), dim=1)
+    return normals.reshape(2 * pairs, -1)[: spec.dim] / np.sqrt(spec.dim)
+
+
+def _gaussian(spec: SketchSpec, pieces: Sequence[ShardPiece]) -> torch.Tensor:
+    device = pieces[0].tensor.device
+    y = torch.zeros(spec.dim, dtype=torch.float64, device=device)
+    step = max(1, _GAUSSIAN_ENTRIES // spec.dim)
+    for piece in pieces:
+        n = piece.tensor.numel()
+        for pos in range(0, n, step):
+            data = _flat_range(piece.tensor, pos, min(n, pos + step)).to(torch.float64)
+            start = piece.offset + pos
+            index = torch.arange(start, start + data.numel(), dtype=torch.int64, device=device)
+            y.addmv_(gaussian_columns(spec, piece.name, index), data)
+    return y
+
+
+def _check_projected(spec: SketchSpec) -> None:
+    if spec.method not in PROJECTED_METHODS:
+        raise ValueError(f"method {spec.method!r} is not a projection; nothing to sketch here")
+
+
+@torch.no_grad()
+def sketch_pieces(
+    spec: SketchSpec, pieces: Iterable[ShardPiece], chunk_elems: int | None = None
+) -> torch.Tensor:
+    """Sum of S(piece.name, piece.tensor at piece.offset) over pieces: (k,) float64.
+
+    All pieces on one device; the result lives there. chunk_elems: elements per
+    countsketch step (default CPU_CHUNK_ELEMS or CUDA_CHUNK_ELEMS).
+    """
+    _check_projected(spec)
+    todo = [ShardPiece(p.name, p.tensor.detach(), p.offset) for p in pieces]
+    todo = [p for p in todo if p.tensor.numel()]
+    if not todo:
+        return torch.zeros(spec.dim, dtype=torch.float64)
+    devices = {p.tensor.device for p in todo}
+    if len(devices) > 1:
+        raise ValueError(f"pieces on several devices {sorted(map(str, devices))}: one at a time")
+    if spec.method == "gaussian":
+        return _gaussian(spec, todo)
+    device = todo[0].tensor.device
+    if chunk_elems is None:
+        chunk_elems = CUDA_CHUNK_ELEMS if device.type == "cuda" else CPU_CHUNK_ELEMS
+    return _Countsketch(spec, device, chunk_elems).run(todo)
+
+
+def sketch_tensor(
+    spec: SketchSpec,
+    name: str,
+    tensor: torch.Tensor,
+    offset: int = 0,
+    chunk_elems: int | None = None,
+) -> torch.Tensor:
+    """S(name, tensor) (k,) float64 on the tensor's device; `offset` is the global flat
+    index of the tensor's first element in parameter `name` (non-zero for a shard)."""
+    return sketch_pieces(spec, [ShardPiece(name, tensor, offset)], chunk_elems)
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch without distributed
+        return False
+    return isinstance(tensor, DTensor)
+
+
+def dtensor_pieces(name: str, tensor: torch.Tensor) -> list[ShardPiece]:
+    """This rank's part of a DTensor as pieces with global offsets (empty where another
+    rank holds the same replica, so that summing over ranks counts every element once).
+
+    Shard(0) (FSDP2) gives one piece; Shard(d > 0) one piece per run of rows that is
+    contiguous in the global flat order. Partial placements are refused.
+    """
+    from torch.distributed.tensor import Partial, Replicate
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    mesh, placements = tensor.device_mesh, tensor.placements  # type: ignore[attr-defined]
+    coordinate = mesh.get_coordinate()
+    if coordinate is None:  # this rank is not in the mesh
+        return []
+    for dim, placement in enumerate(placements):
+        if isinstance(placement, Partial):
+            raise ValueError(f"{name}: a Partial DTensor is not a parameter shard")
+        if isinstance(placement, Replicate) and coordinate[dim] != 0:
+            return []
+    local = tensor.to_local()  # type: ignore[attr-defined]
+    shape = tuple(tensor.shape)
+    _, offsets = compute_local_shape_and_global_offset(shape, mesh, placements)
+    if local.numel() == 0:
+        return []
+    # dims after `split` are whole, so each index over dims [0, split) is one flat run
+    split = max((d for d in range(len(shape)) if local.shape[d] != shape[d]), default=0)
+    strides = [int(np.prod(shape[d + 1 :])) for d in range(len(shape))]
+    pieces = []
+    for index in np.ndindex(*local.shape[:split]):
+        outer = tuple(int(i) for i in index)
+        start = sum((offsets[d] + i) * strides[d] for d, i in enumerate(outer))
+        start += offsets[split] * strides[split] if shape else 0
+        pieces.append(ShardPiece(name, local[outer] if outer else local, start))
+    return pieces
+
+
+def all_reduce_sketches(
+    sketches: Mapping[str, torch.Tensor], group: Any = None
+) -> dict[str, torch.Tensor]:
+    """Sum partial sketches over the ranks of `group` (one all_reduce for all groups).
+
+    Returns the sketches unchanged when torch.distributed is not initialised.
+    """
+    import torch.distributed as dist
+
+    names = list(sketches)
+    if not names or not (dist.is_available() and dist.is_initialized()):
+        return dict(sketches)
+    flat = torch.cat([sketches[n].reshape(-1) for n in names])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    sizes = [sketches[n].numel() for n in names]
+    return dict(zip(names, torch.split(flat, sizes), strict=True))
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+@torch.no_grad()
+def _identity(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    full = [t.full_tensor() if _is_dtensor(t) else t for t in tensors]  # type: ignore[attr-defined]
+    if not full:
+        return np.zeros(0, dtype=np.float64)
+    if len({t.device for t in full}) == 1:
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in full])
+        return flat.cpu().numpy()
+    return np.concatenate([t.detach().reshape(-1).cpu().double().numpy() for t in full])
+
+
+@torch.no_grad()
+def sketch_groups(
+    spec: SketchSpec,
+    named_params: Sequence[tuple[str, torch.Tensor]],
+    groups: Mapping[str, Sequence[str]],
+    *,
+    chunk_elems: int | None = None,
+    reduce: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """{group: sketch float64 numpy} for groups of parameter names.
+
+    named_params: (name, tensor) pairs; DTensors are sketched shard by shard. reduce:
+    all-reduce the partial sketches over torch.distributed's default group; None means
+    when some parameter is a DTensor (then unsharded tensors count on rank 0 only).
+    Projected methods give (k,) per group, identity the group's elements in its order.
+    Per device one device-to-host transfer.
+    """
+    tensors = dict(named_params)
+    missing = [n for names in groups.values() for n in names if n not in tensors]
+    if missing:
+        raise KeyError(f"groups name unknown parameters: {missing[:5]}")
+    if spec.method == "identity":
+        return {g: _identity([tensors[n] for n in names]) for g, names in groups.items()}
+    _check_projected(spec)
+    sharded = any(_is_dtensor(t) for t in tensors.values())
+    if reduce is None:
+        reduce = sharded
+    owner = not reduce or _rank() == 0
+    partial: dict[str, list[torch.Tensor]] = {}
+    for group, names in groups.items():
+        by_device: dict[torch.device, list[ShardPiece]] = {}
+        for name in names:
+            tensor = tensors[name]
+            if _is_dtensor(tensor):
+                pieces = dtensor_pieces(name, tensor)
+            else:
+                pieces = [ShardPiece(name, tensor)] if owner else []
+            for piece in pieces:
+                by_device.setdefault(piece.tensor.device, []).append(piece)
+        partial[group] = [sketch_pieces(spec, p, chunk_elems) for p in by_device.values()]
+    return _to_host(spec, partial, reduce)
+
+
+def _to_host(
+    spec: SketchSpec, partial: Mapping[str, list[torch.Tensor]], reduce: bool
+) -> dict[str, np.ndarray]:
+    """Sum the per-device partial sketches (and, with reduce, over ranks); one
+    device-to-host copy per device."""
+    if reduce:
+        device = _reduce_device()
+        summed = {}
+        for group, parts in partial.items():
+            total = _zeros(spec, device)
+            for part in parts:
+                total += part.to(device)
+            summed[group] = total
+        partial = {g: [t] for g, t in all_reduce_sketches(summed).items()}
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for group, parts in partial.items():
+        for part in parts:
+            by_device.setdefault(part.device, []).append((group, part))
+    out = {g: np.zeros(spec.dim, dtype=np.float64) for g in partial}
+    for items in by_device.values():
+        host = torch.stack([t for _, t in items]).cpu().numpy()
+        for (group, _), row in zip(items, host, strict=True):
+            out[group] += row
+    return out
+
+
+def _zeros(spec: SketchSpec, device: torch.device) -> torch.Tensor:
+    return torch.zeros(spec.dim, dtype=torch.float64, device=device)
+
+
+def _reduce_device() -> torch.device:
+    """The device collectives of the default group run on (CUDA for NCCL)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
