@@ -6,11 +6,13 @@ on CPU), never a copy of the model. No autograd. Non-contiguous tensors are read
 row ranges; shards (DTensor, FSDP flat shards) are sketched with their global element
 offsets, and `all_reduce_sketches` sums the partial sketches over ranks.
 
-Countsketch per chunk of whole blocks (rows of BLOCK elements): buf = float64(x) (one
-read-convert pass), then one scatter_add along each row into Z (rows x 2k) at column
-table_bucket[j] + k * (table_sign[j] < 0), so the table's signs cost no pass of their
-own; then y[(shift[row] + b) mod k] += block_sign[row] * (Z[row, b] - Z[row, k + b]).
-The per-block (shift, sign) come from sedmon_core on the host, once per parameter
+Countsketch per chunk of whole blocks (rows of BLOCK = 64 x 64 elements): buf =
+float64(x) (one read-convert pass); the block's sign words applied as two broadcast
+multiplies of the (rows, 64, 64) view by the run signs (rows, 64, 1) and the lane signs
+(rows, 1, 64), both in cache; one scatter_add along each row into Z (rows x 2k) at
+column table_bucket[j] + k * (table_sign[j] < 0), so the table's signs cost no pass of
+their own; then y[(shift[row] + b) mod k] += Z[row, b] - Z[row, k + b]. The per-block
+(shift, run word, lane word) come from sedmon_core on the host, once per parameter
 layout (cached), and travel to the device in one copy.
 """
 
@@ -30,15 +32,16 @@ from sedmon_core.sketch import (
     LOW32,
     PROJECTED_METHODS,
     SketchSpec,
-    countsketch_block_shifts,
+    countsketch_block_words,
     countsketch_table,
     parameter_key,
 )
 
 _MUL1 = -4658895280553007687  # 0xBF58476D1CE4E5B9, as in sedmon_core.sketch
 _MUL2 = -7723592293110705685  # 0x94D049BB133111EB
-CPU_CHUNK_ELEMS = 1 << 16
-"""Elements per countsketch step on CPU: a 512 KB float64 buffer, near L2 (bench/sketch.py)."""
+CPU_CHUNK_ELEMS = 1 << 18
+"""Elements per countsketch step on CPU: a 2 MB float64 buffer. Smaller steps pay the
+per-step op overhead more often (2x the time at 64 K elements, bench/sketch.py)."""
 CUDA_CHUNK_ELEMS = 1 << 21
 """Elements per step on CUDA: a 16 MB buffer, few kernel launches for a 124M model."""
 _Z_BYTES = 1 << 22  # bucket rows (Z) kept before one rotation into y: 4 MB
@@ -62,10 +65,12 @@ class _Tables:
     sign: torch.Tensor  # (BLOCK,) float64
     column: torch.Tensor  # (BLOCK,) int64: bucket, plus k where the sign is -1
     arange_k: torch.Tensor  # (k,) int64
+    bits: torch.Tensor  # (64,) int64: bit positions of a sign word
+    bit_sign: torch.Tensor  # (2,) float64: [+1, -1], indexed by a bit
 
 
 _tables_cache: OrderedDict[tuple[SketchSpec, str], _Tables] = OrderedDict()
-_plans_cache: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+_plans_cache: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
 
 
 def _cached(cache: OrderedDict[Any, Any], key: Any, make: Any) -> Any:
@@ -87,6 +92,8 @@ def _tables(spec: SketchSpec, device: torch.device) -> _Tables:
             torch.from_numpy(sign).to(device),
             torch.from_numpy(bucket + spec.dim * (sign < 0)).to(device),
             torch.arange(spec.dim, dtype=torch.int64, device=device),
+            torch.arange(64, dtype=torch.int64, device=device),
+            torch.tensor([1.0, -1.0], dtype=torch.float64, device=device),
         )
 
     return _cached(_tables_cache, (spec, str(device)), make)
@@ -99,25 +106,18 @@ def _block_span(piece: ShardPiece) -> tuple[int, int]:
     return first, (piece.offset + n - 1) // BLOCK - first + 1 if n else 0
 
 
-def _plan(
-    spec: SketchSpec, device: torch.device, pieces: Sequence[ShardPiece]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(shift int64, sign float64) of every block row the pieces touch, in order, on device."""
+def _plan(spec: SketchSpec, device: torch.device, pieces: Sequence[ShardPiece]) -> torch.Tensor:
+    """(rows, 3) int64 on device: (shift, run word, lane word) of every block row the
+    pieces touch, in order (24 bytes per 4096 elements)."""
     layout = tuple((p.name, p.offset, p.tensor.numel()) for p in pieces)
 
-    def make() -> tuple[torch.Tensor, torch.Tensor]:
-        shifts, signs = [np.zeros(0, np.int64)], [np.zeros(0, np.float64)]
+    def make() -> torch.Tensor:
+        rows = [np.zeros((0, 3), np.int64)]
         for piece in pieces:
             first, count = _block_span(piece)
-            shift, sign = countsketch_block_shifts(
-                spec, piece.name, np.arange(first, first + count, dtype=np.int64)
-            )
-            shifts.append(shift)
-            signs.append(sign)
-        return (
-            torch.from_numpy(np.concatenate(shifts)).to(device),
-            torch.from_numpy(np.concatenate(signs)).to(device),
-        )
+            blocks = np.arange(first, first + count, dtype=np.int64)
+            rows.append(np.stack(countsketch_block_words(spec, piece.name, blocks), axis=1))
+        return torch.from_numpy(np.concatenate(rows)).to(device)
 
     return _cached(_plans_cache, (spec, str(device), layout), make)
 
@@ -155,14 +155,18 @@ class _Countsketch:
         self.nb = 0  # rows filled in buf
         self.nz = 0  # rows accumulated in z
         self.zbase = 0  # plan row of z[0]
-        self.shift = torch.zeros(0, dtype=torch.int64, device=device)
-        self.sign = torch.zeros(0, dtype=f64, device=device)
+        self.plan = torch.zeros((0, 3), dtype=torch.int64, device=device)
 
     def _flush_buf(self) -> None:
         if self.nz + self.nb > self.z_rows:
             self._flush_z()
         nb = self.nb
         if nb:
+            first = self.zbase + self.nz
+            words = self.plan[first : first + nb, 1:]  # (nb, 2): run word, lane word
+            signs = self.tables.bit_sign[(words[:, :, None] >> self.tables.bits) & 1]
+            rows = self.buf[:nb].view(nb, 64, 64)
+            rows.mul_(signs[:, 0, :, None]).mul_(signs[:, 1, None, :])
             index = self.tables.column.expand(nb, BLOCK)
             self.z[self.nz : self.nz + nb].scatter_add_(1, index, self.buf[:nb])
             self.nz += nb
@@ -173,8 +177,7 @@ class _Countsketch:
         if nz:
             z = self.z[:nz]
             signed = z[:, : self.k] - z[:, self.k :]
-            signed.mul_(self.sign[base : base + nz, None])
-            target = self.shift[base : base + nz, None] + self.tables.arange_k
+            target = self.plan[base : base + nz, :1] + self.tables.arange_k
             target = torch.where(target >= self.k, target - self.k, target)
             self.y.index_add_(0, target.reshape(-1), signed.reshape(-1))
             z.zero_()
@@ -196,7 +199,7 @@ class _Countsketch:
 
     def run(self, pieces: Sequence[ShardPiece]) -> torch.Tensor:
         """The sketch (k,) float64 of all pieces (each piece's rows are its own)."""
-        self.shift, self.sign = _plan(self.spec, self.y.device, pieces)
+        self.plan = _plan(self.spec, self.y.device, pieces)
         for piece in pieces:
             n = piece.tensor.numel()
             pos = 0
@@ -235,15 +238,13 @@ def countsketch_buckets_signs(
     block = global_index // BLOCK
     first = int(block.min()) if block.numel() else 0
     count = int(block.max()) - first + 1 if block.numel() else 0
-    shift, sign = (
-        torch.from_numpy(a).to(device)
-        for a in countsketch_block_shifts(
-            spec, name, np.arange(first, first + count, dtype=np.int64)
-        )
-    )
-    row, j = block - first, global_index % BLOCK
-    bucket = (shift[row] + tables.bucket[j]) % spec.dim
-    return bucket, sign[row] * tables.sign[j]
+    span = torch.zeros(1).expand(count * BLOCK)  # no memory: only its size is read
+    plan = _plan(spec, device, [ShardPiece(name, span, first * BLOCK)])
+    row, j = plan[block - first], global_index % BLOCK
+    bucket = (row[..., 0] + tables.bucket[j]) % spec.dim
+    run_sign = 1 - 2 * ((row[..., 1] >> (j // 64)) & 1)
+    lane_sign = 1 - 2 * ((row[..., 2] >> (j % 64)) & 1)
+    return bucket, tables.sign[j] * (run_sign * lane_sign).to(torch.float64)
 
 
 def gaussian_columns(spec: SketchSpec, name: str, global_index: torch.Tensor) -> torch.Tensor:

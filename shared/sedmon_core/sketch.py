@@ -9,10 +9,16 @@ global element index): numpy and torch, CPU and CUDA, compute the same integers.
 
 Methods:
 - `countsketch` (default, O(D)): element i of a parameter goes to one bucket with a sign.
-  With B = `BLOCK`, i = c * B + j: bucket (shift[c] + table_bucket[j]) mod k, sign
-  block_sign[c] * table_sign[j]. The table (B buckets, B signs) depends on the seed only;
-  (shift[c], block_sign[c]) on (seed, name, c). The block structure lets the torch
-  sketcher do one fused pass per element; E<Sx, Sy> = <x, y>.
+  With B = `BLOCK` = 64 x 64, i = c * B + j: bucket (shift[c] + table_bucket[j]) mod k and
+  sign table_sign[j] * bit_sign(run_word[c], j // 64) * bit_sign(lane_word[c], j % 64),
+  where bit_sign(w, p) = -1 if bit p of w is set, else +1. The table (B buckets, B signs)
+  depends on the seed only; shift[c], run_word[c] and lane_word[c] are splitmix64 outputs
+  3c, 3c + 1, 3c + 2 of the parameter's key. The shared table lets the torch sketcher do
+  one scatter per element with one index row for every block; the per-block sign words
+  make the sign product of any two offsets j != j' an independent fair coin in every
+  block, so offsets that share a bucket in the table do not add up coherently over blocks
+  (a delta that repeats from block to block, as rows of a low-rank update do, has the
+  error of a fully random countsketch). E<Sx, Sy> = <x, y>.
 - `gaussian` (the paper's dense JL, O(k D)): entry (r, i) = N(0, 1) / sqrt(k) from a
   counter-based hash of (seed, name, i, r) through Box-Muller; E<Sx, Sy> = <x, y>.
 - `identity`: the exact parameters, flattened, float64, concatenated in the given order;
@@ -123,11 +129,27 @@ def countsketch_table(spec: SketchSpec) -> tuple[np.ndarray, np.ndarray]:
     return bucket_sign(splitmix64(table_key(spec.seed), np.arange(BLOCK)), spec.dim)
 
 
-def countsketch_block_shifts(
+def countsketch_block_words(
     spec: SketchSpec, name: str, block: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per block c of parameter `name`: (shift int64 in [0, k), sign float64 +-1). Same shape."""
-    return bucket_sign(splitmix64(parameter_key(spec.seed, name), block), spec.dim)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per block c of parameter `name`: (shift int64 in [0, k), run_word, lane_word int64).
+
+    Same shape as `block`. The words' bits give the signs of the block's 64 runs of 64
+    elements and of the 64 lanes within a run (see bit_sign).
+    """
+    key = parameter_key(spec.seed, name)
+    c = np.asarray(block, dtype=np.int64) * 3
+    shift = (splitmix64(key, c) & LOW63) % spec.dim
+    return shift, splitmix64(key, c + 1), splitmix64(key, c + 2)
+
+
+def bit_sign(word: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """-1.0 where bit `position` (0..63) of the int64 `word` is set, else +1.0.
+
+    (numpy's >> is arithmetic; bit `position` still lands on bit 0.)
+    """
+    shifted = np.right_shift(np.asarray(word, np.int64), np.asarray(position, np.int64))
+    return 1.0 - 2.0 * (shifted & 1)
 
 
 def countsketch_buckets_signs(
@@ -140,9 +162,18 @@ def countsketch_buckets_signs(
     """
     index = np.asarray(global_index, dtype=np.int64)
     table_bucket, table_sign = countsketch_table(spec)
-    shift, block_sign = countsketch_block_shifts(spec, name, index // BLOCK)
+    block = index // BLOCK
+    first = int(block.min()) if block.size else 0
+    if block.size and int(block.max()) - first < block.size:  # dense, as for any range
+        blocks, row = np.arange(first, int(block.max()) + 1), block - first
+    else:
+        blocks, row = np.unique(block, return_inverse=True)
+        row = row.reshape(index.shape)
+    shift, run_word, lane_word = countsketch_block_words(spec, name, blocks)
     j = index % BLOCK
-    return (shift + table_bucket[j]) % spec.dim, block_sign * table_sign[j]
+    bucket = (shift[row] + table_bucket[j]) % spec.dim
+    sign = table_sign[j] * bit_sign(run_word[row], j >> 6) * bit_sign(lane_word[row], j & 63)
+    return bucket, sign
 
 
 def gaussian_normals(h: np.ndarray, dim: int) -> np.ndarray:
