@@ -1,4 +1,4 @@
-# sedmon: make run | make test | make lint | make bench | make demo | make validate
+# sedmon: make run | make test | make lint | make bench [QUICK=1] | make demo | make validate
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -26,6 +26,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy demo
 
 test: install postgres browser lint
 	$(PY) -m pytest
@@ -39,9 +40,13 @@ demo: install
 validate: install
 	$(PY) -m demo.validate
 
+# Every script in bench/, in turn; QUICK=1 runs each at smoke size (figures not for the docs).
 bench: install postgres
-	$(PY) bench/sketch.py
-	$(PY) bench/ingest.py
+	$(PY) bench/sketch.py $(if $(QUICK),--quick)
+	$(PY) bench/ingest.py $(if $(QUICK),--quick)
+	$(PY) bench/alerts.py $(if $(QUICK),--seeds 2 --quiet-length 200 --event-length 80)
+	$(PY) bench/overhead.py $(if $(QUICK),--steps 60 --repeats 1 --every 20)
+	$(PY) bench/accuracy.py $(if $(QUICK),--no-docs)
 
 clean:
 	rm -rf $(VENV) .sedmon .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,7 @@ from sedmon_core.coupling import lag_sweep, lagged_correlation
 from sedmon_core.noise import noise_cv_against_mp, ratio_null
 from sedmon_core.phases import segment_phases
 from sedmon_core.reliability import split_half_reliability
-from sedmon_core.spectrum import WindowSpectrum, spectrum_series
+from sedmon_core.spectrum import WindowSpectrum, spectrum_series, window_steps
 from sedmon_server.alerts.rules import AlertSettings, Observation, evaluate
 
 MONITOR_KEY = ("countsketch", 100, 0)
@@ -61,7 +61,7 @@ def series(
     else:
         dots, dim = rec.group_dots[source], None
     spectra = spectrum_series(dots, window, rank_rule, dim)
-    steps = rec.steps[window:]
+    steps = window_steps(rec.steps, window)
     return Series(window, steps, spectra, rec.metric("val_loss")[window:])
 
 
@@ -159,12 +159,16 @@ class LagResult:
     curves: dict[int, tuple[np.ndarray, np.ndarray]]
 
 
-def lag_result(rec: Recording, windows: tuple[int, ...] = (10, 20, 30)) -> LagResult:
-    """Cross-correlation of the gap ratio with val loss (cubic-detrended), lags -5..5."""
+def lag_result(
+    rec: Recording, windows: tuple[int, ...] = (10, 20, 30), source: str = "exact"
+) -> LagResult:
+    """Cross-correlation of the gap ratio with val loss (cubic-detrended), lags -5..5.
+
+    source: "exact" deltas or the monitor "sketch" (as `series`)."""
     pairs = {}
     curves = {}
     for w in windows:
-        s = series(rec, w)
+        s = series(rec, w, source)
         x = s.values("gap_ratio")
         pairs[w] = (x, s.val_loss)
         res = lagged_correlation(x, s.val_loss)

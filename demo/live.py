@@ -14,9 +14,6 @@ one line per checkpoint with the edge, and alerts as they arrive.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -33,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from sedmon_server.alerts.signing import verify
 
 PROJECT = "demo"
 WEBHOOK_SECRET = "sedmon-demo-webhook"
@@ -97,27 +96,20 @@ def chat_message(alert: dict[str, Any]) -> str:
     return f"  [{icon}] sedmon #{labels.get('project', '?')}: {text}  <{link}>"
 
 
-def signature_ok(secret: str, msg_id: str, timestamp: str, body: bytes, header: str) -> bool:
-    """Standard Webhooks: header holds "v1,<base64 HMAC-SHA256 of id.timestamp.body>"."""
-    mac = hmac.new(secret.encode(), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
-    expected = base64.b64encode(mac.digest()).decode()
-    return any(hmac.compare_digest(part.split(",", 1)[-1], expected) for part in header.split())
-
-
 def start_receiver(inbox: Inbox) -> tuple[ThreadingHTTPServer, str]:
-    """A webhook receiver on 127.0.0.1 (a free port); returns the server and its URL."""
+    """A webhook receiver on 127.0.0.1 (a free port); returns the server and its URL.
+
+    It answers 204 to a message signed with WEBHOOK_SECRET, keeps its alerts in `inbox` and
+    prints each as a chat line; a message with a bad or stale signature gets 401.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
-            signed = signature_ok(
-                WEBHOOK_SECRET,
-                self.headers.get("webhook-id", ""),
-                self.headers.get("webhook-timestamp", ""),
-                body,
-                self.headers.get("webhook-signature", ""),
-            )
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            # Standard Webhooks: signature over id.timestamp.body, timestamp within 5 min.
+            signed = verify(WEBHOOK_SECRET, headers, body, time.time())
             self.send_response(204 if signed else 401)
             self.end_headers()
             if not signed:
@@ -200,6 +192,22 @@ def create_token(scope: str, env: dict[str, str]) -> str:
     return done.stdout.strip().splitlines()[-1].strip()
 
 
+def register_receiver(api: httpx.Client, hook_url: str) -> int:
+    """Registers the receiver as the demo project's only webhook (format generic, signed);
+    returns its id. Receivers of earlier demos on this SEDMON_HOME are gone with their
+    process, so their registrations are removed first (the dispatcher would retry them)."""
+    listed = api.get("/api/v1/webhooks", params={"project": PROJECT})
+    listed.raise_for_status()
+    for hook in listed.json()["webhooks"]:
+        api.delete(f"/api/v1/webhooks/{hook['id']}").raise_for_status()
+    resp = api.post(
+        "/api/v1/webhooks",
+        json={"project": PROJECT, "url": hook_url, "format": "generic", "secret": WEBHOOK_SECRET},
+    )
+    resp.raise_for_status()
+    return int(resp.json()["id"])
+
+
 # ------------------------------------------------------------------ jobs
 
 
@@ -261,6 +269,26 @@ def follow(
 
 
 # ------------------------------------------------------------------ summary
+
+
+def wait_for_deliveries(api: httpx.Client, webhook_id: int, timeout_s: float = 30.0) -> int:
+    """Waits until no message to the webhook is pending (delivered, or given up on by the
+    dispatcher); returns how many are still pending when it stops (0 unless timed out)."""
+    deadline = time.monotonic() + timeout_s
+    pending = -1
+    while time.monotonic() < deadline:
+        try:
+            resp = api.get(
+                f"/api/v1/webhooks/{webhook_id}/deliveries", params={"status": "pending"}
+            )
+            if resp.status_code == 200:
+                pending = len(resp.json()["deliveries"])
+                if pending == 0:
+                    return 0
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
+    return pending
 
 
 def _get(api: httpx.Client, path: str, **params: Any) -> dict[str, Any]:
@@ -379,16 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         token = create_token("admin", env)
         read_token = create_token("read", env)
         api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        resp = api.post(
-            "/api/v1/webhooks",
-            json={
-                "project": PROJECT,
-                "url": hook_url,
-                "format": "generic",
-                "secret": WEBHOOK_SECRET,
-            },
-        )
-        resp.raise_for_status()
+        webhook_id = register_receiver(api, hook_url)
         say(f"webhook receiver on {hook_url} (registered, format generic)")
         say(f"dashboard: {url}/dashboard  (sign in with the read token {read_token})")
 
@@ -418,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         say(
             f"training: {char_run.name} ({plan.char_steps} steps, corpus switch at "
             f"{plan.shift_step}) and {grok_run.name} ({plan.grok_steps} steps), side by side"
+        )
+        say(
+            f"a line per checkpoint with the edge at W = {WINDOW}, from the first full window"
+            f" ({WINDOW + 1} checkpoints) on"
         )
         stop = threading.Event()
         followers = [
@@ -454,7 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         for t in followers:
             t.join(timeout=15)
-        time.sleep(2.0)  # let the dispatcher deliver the last alerts
+        # Ingest queued every alert with its checkpoint: let the dispatcher deliver them.
+        undelivered = wait_for_deliveries(api, webhook_id)
+        if undelivered:
+            say(f"  ({undelivered} webhook message(s) still pending after 30 s)")
         say(f"training done in {time.perf_counter() - started:.0f} s")
         runs = {"char": (char_run, results["char"]), "grok": (grok_run, results["grok"])}
         summary = summarise(api, runs, plan, inbox, url)

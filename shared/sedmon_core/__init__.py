@@ -19,6 +19,7 @@ from sedmon_core.spectrum import (
     spectrum_series,
     window_spectra,
     window_spectrum,
+    window_steps,
 )
 
 __all__ = [
@@ -33,5 +34,6 @@ __all__ = [
     "spectrum_series",
     "window_spectra",
     "window_spectrum",
+    "window_steps",
 ]
 __version__ = "0.1.0"

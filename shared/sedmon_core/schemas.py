@@ -105,6 +105,12 @@ class EdgeSummary(BaseModel):
 
 
 class RunOut(BaseModel):
+    """A run as the API returns it: its spec, state, counts, and the latest edge per window.
+
+    latest: the edge of group "all" at the last checkpoint, one entry per window with a
+    full window. firing_alerts: alerts of the run now firing. Times are UTC.
+    """
+
     id: int
     project: str
     name: str
@@ -123,6 +129,8 @@ class RunOut(BaseModel):
 
 
 class RunList(BaseModel):
+    """GET /api/v1/runs: one page of runs (`limit`, `offset`) and the `total` that match."""
+
     runs: list[RunOut]
     total: int
     limit: int
@@ -138,6 +146,9 @@ class CheckpointIn(_Model):
 
 
 class CheckpointAck(BaseModel):
+    """Answer to a checkpoint: created (201) or the same step again (200), with the edge at
+    the smallest full window, None before the first window is full."""
+
     run_id: int
     step: int
     created: bool
@@ -151,6 +162,8 @@ class CheckpointBatchIn(_Model):
 
 
 class CheckpointBatchAck(BaseModel):
+    """Answer to a batch of checkpoints: how many were new, how many repeats, the last ack."""
+
     run_id: int
     created: int
     unchanged: int
@@ -158,11 +171,32 @@ class CheckpointBatchAck(BaseModel):
 
 
 class MetricsIn(_Model):
+    """POST /api/v1/runs/{id}/metrics: metric values (name -> number) at one step."""
+
     step: int = Field(ge=0)
     values: dict[str, float] = Field(min_length=1)
 
 
+MAX_METRIC_POINTS = 10_000
+"""Cap on the points of one metrics batch (as on the checkpoints of one batch)."""
+
+
+class MetricsBatchIn(_Model):
+    """POST /api/v1/runs/{id}/metrics:batch: many steps' values, stored all or nothing."""
+
+    points: list[MetricsIn] = Field(min_length=1, max_length=MAX_METRIC_POINTS)
+
+
+class FinishIn(_Model):
+    """POST /api/v1/runs/{id}/finish (optional body): how the run ended."""
+
+    state: Literal["finished", "failed"] = "finished"
+
+
 class SpectrumPoint(BaseModel):
+    """One window's observables (`WindowSpectrum.as_dict`), labelled by the step of its last
+    checkpoint. sigma: (W,) descending, parameter (or sketch) units; ratios: (W-1,)."""
+
     step: int
     sigma: list[float]
     ratios: list[float]
@@ -178,6 +212,8 @@ class SpectrumPoint(BaseModel):
 
 
 class SpectrumOut(BaseModel):
+    """GET /api/v1/runs/{id}/spectrum: every stored window of one size W and group, by step."""
+
     run_id: int
     window: int
     group: str
@@ -186,6 +222,10 @@ class SpectrumOut(BaseModel):
 
 
 class AlertOut(BaseModel):
+    """One alert event of a run: rule, lifecycle state and times, where it fired (step,
+    window, group), a one-line summary and the rule's details; fingerprint: stable per
+    (run, rule, window, group) so receivers can group events."""
+
     id: int
     rule: str
     state: AlertState
@@ -201,10 +241,15 @@ class AlertOut(BaseModel):
 
 
 class AlertsOut(BaseModel):
+    """GET /api/v1/runs/{id}/alerts: the run's alerts, oldest first."""
+
     alerts: list[AlertOut]
 
 
 class WebhookCreate(_Model):
+    """POST /api/v1/webhooks: where a project's alerts go, in which chat format, signed
+    with `secret` when given."""
+
     project: str = Field(pattern=PROJECT_PATTERN)
     url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
     format: WebhookFormat = "generic"
@@ -212,6 +257,8 @@ class WebhookCreate(_Model):
 
 
 class WebhookOut(BaseModel):
+    """A registered webhook as the API returns it (the secret itself is never returned)."""
+
     id: int
     project: str
     url: str

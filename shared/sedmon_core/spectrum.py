@@ -187,7 +187,8 @@ def spectrum_series(
     """Spectra of every window of size W from a precomputed dot matrix of N deltas.
 
     dots: (N, N), dots[i, j] = <d_i, d_j>. Windows are right-aligned: entry i of the
-    result is the window of deltas i .. i + W - 1, labelled by its last delta i + W - 1.
+    result is the window of deltas i .. i + W - 1, labelled by its last delta i + W - 1,
+    that is by the step of its last checkpoint (`window_steps` gives those steps).
     Returns N - W + 1 spectra (none when N < W).
     """
     d = np.asarray(dots, dtype=np.float64)
@@ -198,6 +199,24 @@ def spectrum_series(
         window_spectrum(d[i : i + window, i : i + window], rank_rule, noise_dim)
         for i in range(n - window + 1)
     ]
+
+
+def window_steps(checkpoint_steps: np.ndarray, window: int) -> np.ndarray:
+    """The step labelling each window of `spectrum_series`: the step of its last checkpoint.
+
+    checkpoint_steps: (N + 1,) training steps of the checkpoints, ascending; delta i is
+    theta(step i + 1) - theta(step i), so the window of deltas i .. i + W - 1 ends at
+    checkpoint i + W. Returns (N - W + 1,) int64 steps, entry i for window i (empty when
+    N < W).
+    """
+    steps = np.asarray(checkpoint_steps, dtype=np.int64)
+    if steps.ndim != 1:
+        raise ValueError(f"checkpoint_steps must be 1-D, got shape {steps.shape}")
+    if window < 2:
+        raise ValueError("window must be >= 2")
+    if np.any(np.diff(steps) <= 0):
+        raise ValueError("checkpoint_steps must be strictly increasing")
+    return steps[window:].copy()
 
 
 def roll_gram(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,14 @@ GROUPS = ("attn", "mlp")
 @dataclass
 class Trajectory:
     """Synthetic sketched positions: two drift directions over noise, the second one rising
-    to a plateau and fading (so the gap ratio rises, holds and falls), and a val loss."""
+    to a plateau and fading (so the gap ratio rises, holds and falls), and a val loss.
+    With `shift_at`, the deltas from that checkpoint on drift 5x faster along the first
+    direction (a distribution shift: the gap ratio and total variance jump)."""
 
     n: int
     seed: int = 0
     every: int = 100
+    shift_at: int | None = None
     positions: list[dict[str, list[float]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -93,8 +97,9 @@ class Trajectory:
         for t in range(self.n):
             self.positions.append({g: pos[g].tolist() for g in GROUPS})
             second = 2.0 * np.exp(-(((t - self.n / 2) / (self.n / 5)) ** 2))
+            drift = 5.0 if self.shift_at is not None and t + 1 >= self.shift_at else 1.0
             for g in GROUPS:
-                delta = u[g][0] + second * rng.normal() * u[g][1]
+                delta = drift * u[g][0] + second * rng.normal() * u[g][1]
                 pos[g] = pos[g] + delta + rng.normal(scale=1.0, size=DIM)
 
     def step(self, i: int) -> int:
@@ -105,3 +110,79 @@ class Trajectory:
 
     def val_loss(self, i: int) -> float:
         return float(3.0 * np.exp(-i / (self.n / 2)) + 1.0 + 0.02 * np.sin(i))
+
+
+class Tab:
+    """A page that records every console error, uncaught exception and failed request."""
+
+    def __init__(self, page: Any, base_url: str) -> None:
+        self.page = page
+        self.base_url = base_url
+        self.problems: list[str] = []
+        self.urls: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.problems.append(f"pageerror: {exc}"))
+        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} {r.failure}"))
+        page.on("response", self._response)
+        page.on("request", lambda r: self.urls.append(r.url))
+
+    def _console(self, msg: Any) -> None:
+        if msg.type in ("error", "warning"):
+            self.problems.append(f"console {msg.type}: {msg.text}")
+
+    def _response(self, response: Any) -> None:
+        if response.status >= 400:
+            self.problems.append(f"HTTP {response.status}: {response.url}")
+
+    def login(self, token: str) -> None:
+        """Signs in on the login page and waits for the runs page it leads to."""
+        self.page.goto(f"{self.base_url}/dashboard/login")
+        self.page.fill("#token", token)
+        with self.page.expect_navigation():
+            self.page.click("button[type=submit]")
+        if "/dashboard/login" not in self.page.url:
+            self.wait_ready()
+
+    def open(self, path: str) -> None:
+        self.page.goto(f"{self.base_url}{path}")
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Waits for the page's script to finish its first load; its problems if it does not."""
+        try:
+            self.page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+        except Exception as exc:
+            status = self.page.locator("#status").all_inner_texts()
+            raise AssertionError(f"page never ready: {self.problems} {status}") from exc
+
+    def series_lengths(self, chart_id: str) -> list[int]:
+        return list(
+            self.page.evaluate(
+                """id => document.getElementById(id).uplot.data.map(
+                       s => s.filter(v => v !== null && v !== undefined).length)""",
+                chart_id,
+            )
+        )
+
+    def wait_for_lengths(self, chart_id: str, index: int, length: int, timeout_s: float) -> None:
+        """Polls from Python: the pages' CSP (rightly) forbids wait_for_function's eval."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lengths = self.series_lengths(chart_id)
+            if len(lengths) > index and lengths[index] == length:
+                return
+            assert time.monotonic() < deadline, f"{chart_id} series {index}: {lengths}"
+            self.page.wait_for_timeout(200)
+
+    def shoot(self, folder: Path, name: str) -> Path:
+        path = folder / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+def wait_until(tab: Tab, condition: Any, timeout_s: float = 10.0) -> None:
+    """Polls from Python: the pages' CSP (rightly) forbids wait_for_function's eval."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        tab.page.wait_for_timeout(100)

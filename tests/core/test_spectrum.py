@@ -15,6 +15,7 @@ from sedmon_core import (
     spectrum_series,
     window_spectra,
     window_spectrum,
+    window_steps,
 )
 
 # The paper's published TinyStories spectrum at step 2000, W = 10 (PAPER-NOTES.md).
@@ -125,3 +126,24 @@ def test_incremental_rolling_gram_equals_batch(rule: str) -> None:
 def test_window_spectra_leaves_out_windows_longer_than_history() -> None:
     g = gram_of_deltas(np.random.default_rng(0).normal(size=(12, 50)))
     assert sorted(window_spectra(g, [10, 15])) == [10]
+
+
+def test_each_window_is_labelled_by_the_step_of_its_last_checkpoint() -> None:
+    checkpoint_steps = np.arange(0, 130, 10)  # 13 checkpoints, 12 deltas
+    deltas = np.random.default_rng(5).normal(size=(12, 40))
+    series = spectrum_series(gram_of_deltas(deltas), 10)
+    steps = window_steps(checkpoint_steps, 10)
+    assert steps.tolist() == [100, 110, 120]
+    assert len(steps) == len(series)
+    # Window 0 holds deltas 0..9: theta(10) - theta(0) .. theta(100) - theta(90).
+    direct = window_spectrum(gram_of_deltas(deltas[:10]))
+    np.testing.assert_allclose(series[0].sigma, direct.sigma, rtol=1e-12)
+
+
+def test_window_steps_of_a_short_run_are_empty() -> None:
+    assert window_steps(np.array([0, 5, 10]), 3).tolist() == []
+
+
+def test_window_steps_need_increasing_steps() -> None:
+    with pytest.raises(ValueError, match="strictly increasing"):
+        window_steps(np.array([0, 10, 10, 20]), 2)

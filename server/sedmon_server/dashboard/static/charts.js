@@ -143,6 +143,7 @@ export function lineChart(el, {
   };
   const plot = new uPlot(opts, data, el);
   el.uplot = plot; // reachable from the browser console and the browser tests
+  el.overlays = () => ({ bands, markers }); // what the band and marker plugins draw, likewise
   const resize = new ResizeObserver(() => {
     const width = Math.max(320, el.clientWidth);
     if (Math.abs(width - plot.width) > 1) plot.setSize({ width, height });
