@@ -7,8 +7,9 @@ Per size D (millions of float32 parameters, on CPU, in a model-like layout of 4 
   - read: one plain read of every parameter (`tensor.sum()` in float32), the baseline;
   - countsketch: `sedmon._sketcher.sketch_groups`, the path `sedmon.sketch_parameters`
     and the training hook take;
-  - gaussian: the dense JL matrix (O(k D)), timed on the first G elements (default 1M,
-    two sizes to check that its cost is linear) and scaled to D;
+  - gaussian: the dense JL matrix (O(k D)), timed on the first G elements
+    (`--gaussian-sample`, default 1M; G/2 too, to check that its cost is linear) and
+    scaled to D;
   - extra memory: peak RSS during the sketch minus RSS before it, in a fresh child
     process per method (Linux clear_refs resets the peak), so what the sketcher
     allocates is measured, not the parameters.
@@ -54,8 +55,11 @@ def make_parameters(millions: float, device: str = "cpu") -> list[tuple[str, tor
     return out
 
 
-def timed(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> float:
-    fn()  # warm: caches, plans, allocator
+def timed(
+    fn: Callable[[], Any], repeats: int, sync: Callable[[], None], warm: bool = True
+) -> float:
+    if warm:
+        fn()  # caches, plans, allocator
     sync()
     times = []
     for _ in range(repeats):
@@ -79,13 +83,13 @@ def peak_rss_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def memory_child(method: str, millions: float, dim: int) -> None:
+def memory_child(method: str, millions: float, dim: int, sample: int) -> None:
     """In a fresh process: allocate, reset the peak, sketch once, print extra peak bytes."""
     params = make_parameters(millions)
     spec = SketchSpec("countsketch" if method == "read" else method, dim, 0)
     groups = {"all": [n for n, _ in params]}
     if method == "gaussian":  # its memory is per step, the same for any D: a sample
-        params = [("w", params[0][1].reshape(-1)[:GAUSSIAN_SAMPLE])]
+        params = [("w", params[0][1].reshape(-1)[:sample])]
         groups = {"all": ["w"]}
     if method == "read":
         fn: Callable[[], Any] = lambda: [t.sum() for _, t in params]  # noqa: E731
@@ -101,9 +105,17 @@ def memory_child(method: str, millions: float, dim: int) -> None:
     print(json.dumps({"extra_bytes": peak_rss_bytes() - before}))
 
 
-def extra_memory(method: str, millions: float, dim: int) -> int:
+def extra_memory(method: str, millions: float, dim: int, sample: int) -> int:
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", method, f"--sizes={millions}", f"--dim={dim}"],
+        [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            method,
+            f"--sizes={millions}",
+            f"--dim={dim}",
+            f"--gaussian-sample={sample}",
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -111,7 +123,7 @@ def extra_memory(method: str, millions: float, dim: int) -> int:
     return int(json.loads(out.stdout.strip().splitlines()[-1])["extra_bytes"])
 
 
-def cpu_size(millions: float, dim: int, repeats: int) -> dict[str, Any]:
+def cpu_size(millions: float, dim: int, repeats: int, sample: int) -> dict[str, Any]:
     params = make_parameters(millions)
     n = sum(t.numel() for _, t in params)
     groups = {"all": [name for name, _ in params]}
@@ -124,13 +136,16 @@ def cpu_size(millions: float, dim: int, repeats: int) -> dict[str, Any]:
     count = timed(lambda: sketch_groups(spec, params, groups), repeats, nothing)
     gspec = SketchSpec("gaussian", dim, 0)
     flat = params[0][1].reshape(-1)
-    half = GAUSSIAN_SAMPLE // 2
-    g_half = timed(lambda: sketch_pieces(gspec, [ShardPiece("w", flat[:half])]), 1, nothing)
+    half = sample // 2
+    sketch_pieces(gspec, [ShardPiece("w", flat[:1000])])  # warm the kernels
+    g_half = timed(lambda: sketch_pieces(gspec, [ShardPiece("w", flat[:half])]), 1, nothing, False)
     g_full = timed(
-        lambda: sketch_pieces(gspec, [ShardPiece("w", flat[:GAUSSIAN_SAMPLE])]), 1, nothing
+        lambda: sketch_pieces(gspec, [ShardPiece("w", flat[:sample])]), 1, nothing, False
     )
-    gaussian = g_full * n / GAUSSIAN_SAMPLE
-    memory = {m: extra_memory(m, millions, dim) for m in ("read", "countsketch", "gaussian")}
+    gaussian = g_full * n / sample
+    memory = {
+        m: extra_memory(m, millions, dim, sample) for m in ("read", "countsketch", "gaussian")
+    }
     return {
         "parameters": n,
         "tensors": len(params),
@@ -172,14 +187,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,50", help="millions of parameters, comma list")
     parser.add_argument("--dim", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="sizes 2 and 5, 3 repeats")
+    parser.add_argument("--quick", action="store_true", help="sizes 2 and 5, 3 repeats, 100 K")
+    parser.add_argument("--gaussian-sample", type=int, default=GAUSSIAN_SAMPLE)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        memory_child(args.memory_child, float(args.sizes), args.dim)
+        memory_child(args.memory_child, float(args.sizes), args.dim, args.gaussian_sample)
         return
     sizes = [2.0, 5.0] if args.quick else [float(s) for s in args.sizes.split(",")]
     repeats = 3 if args.quick else args.repeats
+    sample = 100_000 if args.quick else args.gaussian_sample
     torch.set_num_threads(torch.get_num_threads())
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
@@ -192,7 +209,7 @@ def main() -> None:
         f"{'g/count':>8} {'lin':>5} {'extra MB (read/count/gauss)':>28}"
     )
     for millions in sizes:
-        r = cpu_size(millions, args.dim, repeats)
+        r = cpu_size(millions, args.dim, repeats, sample)
         results["cpu"][f"{millions:g}M"] = r
         mem = r["extra_mb"]
         print(
