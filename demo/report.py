@@ -87,9 +87,9 @@ def _shift_rule_text() -> str:
     """The server's default `distribution_shift` rule, in words, from its settings."""
     d = AlertSettings().distribution_shift
     return (
-        f"`online_shift` on {', '.join(d.series)}, trailing {d.trailing}, span {d.span},"
-        f" h = {d.h:g} (total variance {d.h_total_variance:g}), a signal-rank change held"
-        f" {d.rank_hold} windows"
+        f"windowed GLR (`track_increment`) on {', '.join(d.series)}, trailing {d.trailing},"
+        f" span {d.span}, h = {d.h:g} for ratios (runs of {d.min_run}+), {d.h_total_variance:g}"
+        f" for total variance, the edge picked by a clear rank held {d.rank_hold} windows"
     )
 
 

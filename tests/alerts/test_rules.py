@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from sedmon_server.alerts import rules
@@ -84,17 +85,59 @@ def test_ambiguous_rank_readings_do_not_count() -> None:
     assert rules.clear_rank(Observation(0, (2.0, 1.2, 1.0, 1.0), 1, 2.0, 1.0), 1.3, 1.15) == 1
 
 
-def test_distribution_shift_fires_on_a_step_and_dates_it() -> None:
-    s = rules.ShiftSettings()
+def run_shift(
+    gap: list[float], tv: list[float] | None = None, s: rules.ShiftSettings | None = None
+) -> list[tuple[int, int | None]]:
+    """(window index, dated step) of every new distribution_shift event over a series of
+    windows whose first ratio is `gap` (no clear rank below 1.3: the gap ratio is watched)."""
+    s = s or rules.ShiftSettings()
     state: dict[str, Any] = {}
     fired = []
-    for i in range(60):
-        level = 1.2 if i < 40 else 1.6
-        wiggle = 0.01 * ((i * 7) % 5 - 2)
-        state, outcome = rules.distribution_shift(s, state, obs(i, [level + wiggle, 1.0, 1.0, 1.0]))
+    for i, g in enumerate(gap):
+        o = obs(i, [g, 1.0, 1.0, 1.0], tv=1.0 if tv is None else tv[i])
+        state, outcome = rules.distribution_shift(s, state, o)
         if outcome.new_event:
             fired.append((i, outcome.step))
-    assert fired == [(40, 40)]
+    return fired
+
+
+def noisy(level: list[float], sd: float = 0.01, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(v) for v in np.asarray(level) + sd * rng.standard_normal(len(level))]
+
+
+def test_distribution_shift_fires_on_a_step_once_and_dates_it() -> None:
+    # A jump of log(1.6 / 1.2) = 0.29 over differences of sd 0.012: about 24 sd.
+    assert run_shift(noisy([1.2] * 40 + [1.6] * 60)) == [(40, 40)]
+
+
+def test_a_lone_window_jump_must_be_sqrt2_larger_than_h() -> None:
+    # One window 14 sd up and back: alone it passes h = 10, with either neighbour it does not.
+    base = noisy([1.15] * 70, seed=1)
+    spike = base.copy()
+    spike[50] *= 1.2
+    assert run_shift(base) == []
+    assert run_shift(spike, s=rules.ShiftSettings(min_run=1)) == [(50, 50)]
+    assert run_shift(spike) == []
+
+
+def test_a_total_variance_step_fires_from_one_window() -> None:
+    tv = noisy([10.0] * 40 + [14.0] * 30, sd=0.1, seed=2)
+    assert run_shift(noisy([1.15] * 70, seed=3), tv) == [(40, 40)]
+
+
+def test_distribution_shift_watches_the_ratio_at_the_established_edge() -> None:
+    # Rank 2 established (R2 = 2.0 clear); then R2 falls to 1.6 while staying the largest
+    # ratio: the edge itself moved, and the event says which edge it watched.
+    s = rules.ShiftSettings()
+    state: dict[str, Any] = {}
+    events = []
+    r2 = noisy([2.0] * 45 + [1.6] * 20, sd=0.01, seed=4)
+    for i, ratio in enumerate(r2):
+        state, outcome = rules.distribution_shift(s, state, obs(i, [1.1, ratio, 1.0, 1.0]))
+        if outcome.new_event:
+            events.append((i, outcome.step, outcome.facts["edge"], outcome.facts["series"]))
+    assert events == [(45, 45, 2, ["gap_ratio"])]
 
 
 @pytest.mark.parametrize(
@@ -153,3 +196,30 @@ def test_unknown_setting_is_an_error() -> None:
 def test_watched_window_defaults_to_the_smallest() -> None:
     assert rules.watched_windows(rules.AlertSettings(), [20, 10, 30]) == [10]
     assert rules.watched_windows(rules.AlertSettings(windows=(20, 99)), [10, 20]) == [20]
+
+
+def test_a_rank_change_that_reverts_within_two_holds_is_one_event() -> None:
+    s = rules.RankChangeSettings(hold=3, resolve_after=2)
+    one = [2.0, 1.0, 1.0, 1.0]
+    two = [1.0, 2.0, 1.0, 1.0]
+    state: dict[str, Any] = {}
+    events, statuses = [], []
+    # 1 established; 2 holds (event); back to 1 within 2 x hold windows (no event); then 2
+    # again, well after: a new event.
+    series = [one] * 3 + [two] * 3 + [one] * 3 + [one] * 6 + [two] * 3
+    for i, ratios in enumerate(series):
+        state, outcome = rules.rank_change(s, state, obs(i, ratios))
+        statuses.append(outcome.status)
+        if outcome.new_event:
+            events.append((i, outcome.facts["from_rank"], outcome.facts["to_rank"]))
+    assert events == [(5, 1, 2), (17, 1, 2)]
+    assert "pending" not in statuses[6:9]
+
+
+def test_shift_settings_are_checked_where_they_depend_on_each_other() -> None:
+    with pytest.raises(rules.SettingsError, match="min_run must be <= span"):
+        rules.merge_settings(rules.AlertSettings(), {"distribution_shift": {"min_run": 11}})
+    with pytest.raises(rules.SettingsError, match="scale_alpha must be <= 1"):
+        rules.merge_settings(rules.AlertSettings(), {"distribution_shift": {"scale_alpha": 2}})
+    with pytest.raises(rules.SettingsError, match="use gap_ratio, next_ratio"):
+        rules.merge_settings(rules.AlertSettings(), {"distribution_shift": {"series": ["loss"]}})

@@ -261,7 +261,9 @@ def apply_outcome(
         p.settings.repeat_interval_s,
         current.get("acknowledged_at") is not None,
     ):
-        _notify(p, current, "firing", str(current["summary"]), repeat=True)
+        # Sent again, or sent for the first time after a silence ended (not a repeat then).
+        repeat = current.get("last_notified_at") is not None
+        _notify(p, current, "firing", str(current["summary"]), repeat=repeat)
     return int(current["id"])
 
 

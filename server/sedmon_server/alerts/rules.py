@@ -8,10 +8,11 @@ a rule never re-reads a run's history. One function per rule:
   below tau for pending_points windows. The key ratio is tracked, not the running
   maximum: when direction k merges into the noise the maximum jumps to a smaller j and
   rises, and that is the collapse. "Below tau" without a plateau before is not an event.
-- `distribution_shift`: `sedmon_core.changepoints.online_shift` (first differences
-  standardised against the trailing 20, two-sided CUSUM) on the gap ratio and the log of
-  the total variance over the last `buffer` windows, plus a held change of the clear
-  signal rank (a discrete series has no noise scale to standardise against).
+- `distribution_shift`: `sedmon_core.changepoints.track_increment` (first differences
+  standardised against the trailing 20 with a floored robust scale, windowed GLR over the
+  last `span`) on the log gap ratio at the established edge, the log of the next ratio and
+  the log total variance; the established clear signal rank picks the edge, and its held
+  change is an alarm too.
 - `rank_change`: the clear signal rank (gap ratio >= min_gap_ratio) differs from the
   established one for `hold` windows in a row.
 - `non_finite` and `stalled` have no series state: see `stalled_check`.
@@ -29,8 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sedmon_core.changepoints import online_shift
-from sedmon_core.phases import trailing_mean
+from sedmon_core.changepoints import IncrementTrack, track_increment
 
 RULES: tuple[str, ...] = (
     "edge_collapse",
@@ -40,7 +40,7 @@ RULES: tuple[str, ...] = (
     "stalled",
 )
 SERIES_RULES: tuple[str, ...] = ("edge_collapse", "distribution_shift", "rank_change")
-SHIFT_SERIES: tuple[str, ...] = ("gap_ratio", "total_variance", "signal_rank")
+SHIFT_SERIES: tuple[str, ...] = ("gap_ratio", "next_ratio", "total_variance", "signal_rank")
 DEFAULT_SHIFT_SERIES: tuple[str, ...] = SHIFT_SERIES
 METRIC_CANDIDATES: tuple[str, ...] = (
     "val_loss",
@@ -74,11 +74,13 @@ class ShiftSettings:
     enabled: bool = True
     series: tuple[str, ...] = DEFAULT_SHIFT_SERIES
     trailing: int = 20
-    k: float = 1.5
-    h: float = 8.0
-    smooth: int = 1
-    buffer: int = 40
-    rank_hold: int = 5
+    span: int = 10
+    h: float = 10.0
+    min_run: int = 2
+    h_total_variance: float = 7.0
+    scale_floor: float = 0.85
+    scale_alpha: float = 0.05
+    rank_hold: int = 10
     min_gap_ratio: float = 1.3
     rank_margin: float = 1.3
     resolve_after: int = 10
@@ -138,17 +140,15 @@ class SettingsError(ValueError):
     """An alert setting with an unknown name or a value of the wrong kind or range."""
 
 
-_POSITIVE = {"tau", "plateau_ratio", "multiple", "min_gap_ratio", "k", "h", "rank_margin"}
-_COUNTS = {
-    "smooth",
-    "plateau_points",
-    "pending_points",
-    "trailing",
-    "buffer",
-    "rank_hold",
-    "hold",
-    "resolve_after",
-    "min_checkpoints",
+_POSITIVE = {
+    "tau",
+    "plateau_ratio",
+    "multiple",
+    "min_gap_ratio",
+    "h",
+    "h_total_variance",
+    "rank_margin",
+    "scale_alpha",
 }
 
 
@@ -207,9 +207,16 @@ def merge_settings(base: AlertSettings, patch: Mapping[str, Any]) -> AlertSettin
     for w in merged.windows:
         if not isinstance(w, int) or isinstance(w, bool) or w < 2:
             raise SettingsError("windows must be integers >= 2")
-    for series in merged.distribution_shift.series:
+    shift = merged.distribution_shift
+    for series in shift.series:
         if series not in SHIFT_SERIES:
             raise SettingsError(f"distribution_shift.series: use {', '.join(SHIFT_SERIES)}")
+    if shift.trailing < 2:
+        raise SettingsError("distribution_shift.trailing must be >= 2")
+    if shift.min_run > shift.span:
+        raise SettingsError("distribution_shift.min_run must be <= span")
+    if shift.scale_alpha > 1.0:
+        raise SettingsError("distribution_shift.scale_alpha must be <= 1")
     return merged
 
 
@@ -434,13 +441,32 @@ def rank_change(
     s: RankChangeSettings, state: Mapping[str, Any], obs: Observation
 ) -> tuple[dict[str, Any], Outcome]:
     """Signal rank changes and holds `hold` clear windows: pending while it holds, then firing
-    for `resolve_after` windows. state: cand, run, cand_step, established, since, event."""
+    for `resolve_after` windows.
+
+    A change straight back (to the rank before the last event, from the rank it went to)
+    that holds within 2 x hold windows of that event is the end of a transient, not a new
+    event: the first alert told it, a second would double the count of every transient.
+    state: n (windows seen), cand, run, cand_step, established, since, event, last (the
+    last event's from, to and n).
+    """
     st = dict(state)
+    n = int(st.get("n", 0)) + 1
+    st["n"] = n
+    last = st.get("last") or {}
     change = _held_rank(st, obs, s.min_gap_ratio, s.rank_margin, s.hold)
-    if change is not None:
+
+    def reverts(before: Any, after: Any) -> bool:
+        return (
+            bool(last)
+            and (before, after) == (last.get("to"), last.get("from"))
+            and n - int(last.get("n", 0)) <= 2 * s.hold
+        )
+
+    if change is not None and not reverts(change[0], change[1]):
         before, after, first_step = change
         st["event"] = {"from_rank": before, "to_rank": after, "change_step": first_step}
         st["since"] = 0
+        st["last"] = {"from": before, "to": after, "n": n}
         facts = {
             **st["event"],
             "held": s.hold,
@@ -456,7 +482,12 @@ def rank_change(
         st["since"], st["event"] = None, None
         return st, INACTIVE
     established, cand = st.get("established"), st.get("cand")
-    if established is not None and cand is not None and cand != established:
+    if (
+        established is not None
+        and cand is not None
+        and cand != established
+        and not reverts(established, cand)
+    ):
         facts = {
             "from_rank": established,
             "to_rank": cand,
@@ -470,81 +501,131 @@ def rank_change(
 # ---------------------------------------------------------------- distribution_shift
 
 
-def _series_value(name: str, obs: Observation) -> float:
-    if name == "total_variance":
-        return math.log(max(obs.total_variance, 1e-300))  # multiplicative scale: a step in log
-    return obs.gap_ratio
+_RATIO_SERIES: tuple[str, ...] = ("gap_ratio", "next_ratio")
+
+
+def _shift_values(obs: Observation, edge: int | None) -> dict[str, float]:
+    """The detector's inputs at one window, all logs (changes of a ratio or a variance are
+    multiplicative): the ratio at the established edge k (the gap ratio R_k*, before a rank is
+    established), the next ratio R_{k+1} (a direction joining the signal raises it), and the
+    total variance."""
+    values = {"total_variance": math.log(max(obs.total_variance, 1e-300))}
+    if edge is None:
+        values["gap_ratio"] = math.log(max(obs.gap_ratio, 1e-300))
+    else:
+        values["gap_ratio"] = math.log(max(_key_ratio(obs, edge), 1e-300))
+        if edge < len(obs.ratios):
+            values["next_ratio"] = math.log(max(obs.ratios[edge], 1e-300))
+    return values
+
+
+def _track_of(data: Mapping[str, Any] | None) -> IncrementTrack:
+    if not data:
+        return IncrementTrack()
+    return IncrementTrack(
+        last=data.get("last"),
+        past=tuple(data.get("past", ())),
+        z=tuple(data.get("z", ())),
+        scale=data.get("scale"),
+    )
+
+
+def _track_state(track: IncrementTrack) -> dict[str, Any]:
+    return {"last": track.last, "past": list(track.past), "z": list(track.z), "scale": track.scale}
 
 
 def distribution_shift(
     s: ShiftSettings, state: Mapping[str, Any], obs: Observation
 ) -> tuple[dict[str, Any], Outcome]:
-    """Online change point on the last `buffer` windows of the gap ratio and log total variance
-    (online_shift), and a held change of the clear signal rank (rank_hold windows).
+    """Online change point on the log gap ratio at the established edge, the log next ratio and
+    the log total variance (windowed GLR, `track_increment`).
 
-    After an alarm each buffer keeps only the new regime (from the estimated change on), so
-    the same change never fires twice and the detector relearns the noise before testing
-    again. state: steps, buf {series: values}, rank (held-rank state), since, event.
+    The established clear rank k (held rank_hold windows) picks the edge: the ratio at a fixed
+    edge moves smoothly through a change, where the maximum ratio first falls and then jumps
+    to another edge. The ratios are tested over runs of at least min_run windows, so one
+    window's jump alone (one odd delta briefly merging two directions) must be sqrt(2)
+    times larger; the total variance, whose differences are far less heavy-tailed, is
+    tested from one window on (threshold h_total_variance). After an alarm every series
+    starts a fresh reference once the change has fully entered the window (span - 1 -
+    delay windows later), and the rank of the new regime is established afresh without an
+    event: one change fires once. state: n (windows seen), steps (the last span + 1
+    windows' steps), tracks {series: IncrementTrack}, edge, rank (held-rank state), skip,
+    since, event.
     """
     st = dict(state)
-    steps = [*list(st.get("steps", [])), obs.step][-s.buffer :]
-    bufs = {k: list(v) for k, v in dict(st.get("buf", {})).items()}
-    for name in s.series:
-        if name == "signal_rank":
-            continue
-        bufs[name] = [*bufs.get(name, []), _series_value(name, obs)][-s.buffer :]
+    n = int(st.get("n", 0)) + 1
+    steps = [*list(st.get("steps", [])), obs.step][-(s.span + 1) :]
+    st["n"], st["steps"] = n, steps
+    use_rank = "signal_rank" in s.series
     rank_state = dict(st.get("rank", {}))
-    rank_event = (
+    if use_rank:
+        # The held rank only picks the edge; its changes are `rank_change`'s alerts.
         _held_rank(rank_state, obs, s.min_gap_ratio, s.rank_margin, s.rank_hold)
-        if "signal_rank" in s.series
-        else None
-    )
     st["rank"] = rank_state
+    edge = rank_state.get("established") if use_rank else None
+    tracks = {name: _track_of(data) for name, data in dict(st.get("tracks", {})).items()}
+    if edge != st.get("edge"):
+        # The ratio series now measure another edge: their references start over.
+        tracks = {name: t.restarted() if name in _RATIO_SERIES else t for name, t in tracks.items()}
+        st["edge"] = edge
 
-    alarms: list[tuple[int, str, str | None]] = []  # (change step, series, direction)
-    for name, values in bufs.items():
-        y = np.asarray(values, dtype=np.float64)
-        # Steps and buffers are aligned at their ends (buffers may be shorter after a reset).
-        if y.size <= s.trailing + 1 or not np.all(np.isfinite(y)):
-            continue
-        if s.smooth > 1:
-            y = trailing_mean(y, s.smooth)
-        result = online_shift(y, trailing=s.trailing, k=s.k, h=s.h)
-        if result.alarm and result.change_index is not None:
-            offset = len(steps) - y.size
-            alarms.append((steps[offset + result.change_index], name, result.direction))
-    if rank_event is not None:
-        alarms.append(
-            (rank_event[2], "signal_rank", "up" if rank_event[1] > rank_event[0] else "down")
-        )
+    values = _shift_values(obs, edge)
+    watched = [name for name in s.series if name in values]
+    # (series, windows from the change to now, direction, statistic)
+    alarms: list[tuple[str, int, str, float]] = []
+    skip = int(st.get("skip", 0))
+    if skip > 0:
+        # The change is still entering the window: keep the last values, test nothing.
+        st["skip"] = skip - 1
+        for name in watched:
+            tracks[name] = replace(tracks.get(name, IncrementTrack()), last=values[name])
+    else:
+        for name in watched:
+            track, reading = track_increment(
+                tracks.get(name, IncrementTrack()),
+                values[name],
+                s.trailing,
+                s.span,
+                s.scale_floor,
+                s.scale_alpha,
+                1 if name == "total_variance" else s.min_run,
+            )
+            tracks[name] = track
+            h = s.h_total_variance if name == "total_variance" else s.h
+            if reading is not None and reading.statistic > h:
+                alarms.append((name, reading.span - 1, reading.direction, reading.statistic))
+    st["tracks"] = {name: _track_state(t) for name, t in tracks.items()}
 
-    if alarms and st.get("since") is not None:
-        # Another series confirming the open event: fold it in, no second alert.
-        open_event = dict(st.get("event") or {})
-        open_event["series"] = sorted({*open_event.get("series", []), *(a[1] for a in alarms)})
-        st["steps"], st["buf"], st["event"] = steps, bufs, open_event
-        alarms = []
     if alarms:
-        change_step = min(a[0] for a in alarms)
-        delay = len(steps) - 1 - steps.index(change_step) if change_step in steps else None
+        delay = max(a[1] for a in alarms)
+        st["skip"] = max(0, s.span - 1 - delay)
+        st["tracks"] = {name: _track_state(t.restarted()) for name, t in tracks.items()}
+        # The new regime's rank is established afresh, without an event of its own.
+        st["rank"] = {**rank_state, "established": None}
+        if st.get("since") is not None:
+            # Another series confirming the open event: fold it in, no second alert.
+            open_event = dict(st.get("event") or {})
+            open_event["series"] = sorted({*open_event.get("series", []), *(a[0] for a in alarms)})
+            st["event"] = open_event
+            alarms = []
+    if alarms:
+        delay = max(a[1] for a in alarms)
+        change_step = steps[-1 - delay]
         event: dict[str, Any] = {
             "change_step": change_step,
             "detected_step": obs.step,
             "delay_checkpoints": delay,
-            "series": sorted({a[1] for a in alarms}),
-            "directions": {a[1]: a[2] for a in alarms},
+            "series": sorted({a[0] for a in alarms}),
+            "directions": {a[0]: a[2] for a in alarms},
+            "statistics": {a[0]: round(a[3], 2) for a in alarms},
+            "edge": edge,
             "gap_ratio": obs.gap_ratio,
             "signal_rank": obs.signal_rank,
             "total_variance": obs.total_variance,
         }
-        cut = steps.index(change_step) if change_step in steps else len(steps) - 1
-        kept = len(steps) - cut
-        st["steps"] = steps[cut:]
-        st["buf"] = {name: values[-kept:] for name, values in bufs.items()}
         st["since"], st["event"] = 0, event
         return st, Outcome("firing", change_step, event, new_event=True)
 
-    st["steps"], st["buf"] = steps, bufs
     if st.get("since") is not None:
         st["since"] = int(st["since"]) + 1
         if st["since"] < s.resolve_after:

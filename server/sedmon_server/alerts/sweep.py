@@ -5,7 +5,8 @@ Ingest records each checkpoint's arrival in the run's `stalled` state row and se
 rows whose `due_at` has passed (an index range), locks each run like ingest does (on
 PostgreSQL `FOR UPDATE SKIP LOCKED`: a run being ingested is not stalled, and several
 server processes never sweep the same run at once), and fires `stalled`, or repeats it.
-The next checkpoint resolves it (in ingest). A finished run's alert is closed quietly.
+The next checkpoint resolves it (in ingest). The alert of a run that ended (finished or
+failed) is closed quietly.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _sweep_run(engine: Engine, alerting: AlertEngine, run_id: int) -> None:
         if due.timestamp() > p.now:
             return  # a checkpoint arrived since the sweep's query
         fp = fingerprint(str(run["project"]), run_id, "stalled", None, None)
-        if run["state"] == "finished" or not p.settings.stalled.enabled:
+        if run["state"] != "running" or not p.settings.stalled.enabled:
             current = p.open_alerts.get(fp)
             if current is not None:
                 conn.execute(
