@@ -1,14 +1,19 @@
 """Training overhead of the sedmon client: the same CPU training run with and without it.
 
 A small GPT-style transformer (about 3 M parameters) trains on random tokens on the CPU.
-"with" runs call `sedmon.init(..., optimizer=opt, every=50)` and `run.log` every step
-against a real server started here (a subprocess on the default embedded SQLite, on this
-machine, so its CPU use counts against the run); "without" runs are the same loop with no
-client. Runs alternate (without, with, without, ...) so that drift in the machine's speed
-hits both sides. Prints the machine, the command, each run's wall time and the ratio of the
-medians; `--markdown` prints the docs/benchmarks.md section.
+"with" runs call `sedmon.init(..., optimizer=opt, every=50)` and `run.log` every
+`--log-every` steps against a real server started here (a subprocess on the default
+embedded SQLite, on this machine, so its CPU use counts against the run); "without" runs
+are the same loop with no client. Runs alternate (without, with, without, ...) so that
+drift in the machine's speed hits both sides. Prints the machine, its load average before
+and after, the command, each run's wall time and the ratio of the medians; then, as a
+figure that a busy machine disturbs less, what the client cost in time on the training
+thread (init, log calls, sketches, finish) and in CPU time elsewhere (its sender thread,
+the server's extra work), against the run without it. `--markdown` prints the
+docs/benchmarks.md section.
 
     .venv/bin/python bench/overhead.py [--steps 300] [--repeats 3] [--every 50]
+                                       [--log-every 1] [--markdown]
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,11 +38,22 @@ from torch.nn import functional as F
 import sedmon
 
 TOKEN = "bench-admin-token"
-LOG_EVERY = 1
-SKETCH: list[float] = []
-"""Seconds spent sketching on the training thread, per run with the client."""
-FINISH: list[float] = []
-"""Seconds `run.finish()` took (delivering what was still queued), per run."""
+
+
+@dataclass(frozen=True)
+class ClientCost:
+    """What one run with the client spent on the client, in seconds."""
+
+    init: float  # sedmon.init, with the first checkpoint (step 0)
+    log: float  # every run.log call
+    sketch: float  # checkpoints after init (sketching on the training thread)
+    finish: float  # run.finish(): delivering what was still queued
+    sender_cpu: float  # CPU time of the sender thread (until finish)
+    posts: int  # items delivered: checkpoints, metrics batches, the end
+
+    @property
+    def training_thread(self) -> float:
+        return self.init + self.log + self.sketch + self.finish
 
 
 class Block(nn.Module):
@@ -77,16 +94,22 @@ class TinyGPT(nn.Module):
         return out
 
 
-def train(steps: int, run_kwargs: dict[str, object] | None, seed: int = 0) -> tuple[float, int]:
-    """Wall seconds of `steps` optimizer steps (with the client when run_kwargs is given)."""
+def train(
+    steps: int, run_kwargs: dict[str, object] | None, log_every: int = 1, seed: int = 0
+) -> tuple[float, int, ClientCost | None]:
+    """Wall seconds of `steps` optimizer steps (with the client when run_kwargs is given),
+    the model's size, and what the client cost."""
     torch.manual_seed(seed)
     model = TinyGPT()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     data = torch.randint(0, 256, (steps, 16, 65))
     run = None
+    log_s = 0.0
     t0 = time.perf_counter()
     if run_kwargs is not None:
         run = sedmon.init(model=model, optimizer=opt, **run_kwargs)  # type: ignore[arg-type]
+    init_s = time.perf_counter() - t0
+    init_sketch = run.sketch_seconds if run is not None else 0.0
     for step in range(steps):
         batch = data[step]
         logits = model(batch[:, :-1])
@@ -94,17 +117,27 @@ def train(steps: int, run_kwargs: dict[str, object] | None, seed: int = 0) -> tu
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if run is not None and step % LOG_EVERY == 0:
-            run.log({"loss": loss.item()})
-        else:
-            loss.item()
+        value = loss.item()
+        if run is not None and step % log_every == 0:
+            t_log = time.perf_counter()
+            run.log({"loss": value})
+            log_s += time.perf_counter() - t_log
+    cost = None
     if run is not None:
+        sender = run._sender
+        sender_cpu = _thread_cpu_seconds(sender._thread.native_id) if sender else 0.0
         t_finish = time.perf_counter()
         run.finish()
-        FINISH.append(time.perf_counter() - t_finish)
-        SKETCH.append(run.sketch_seconds)
+        cost = ClientCost(
+            init=init_s,
+            log=log_s,
+            sketch=run.sketch_seconds - init_sketch,
+            finish=time.perf_counter() - t_finish,
+            sender_cpu=sender_cpu,
+            posts=sender.delivered if sender else 0,
+        )
     params = sum(p.numel() for p in model.parameters())
-    return time.perf_counter() - t0, params
+    return time.perf_counter() - t0, params, cost
 
 
 def _free_port() -> int:
@@ -140,19 +173,23 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=1, help="run.log every N steps")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    global LOG_EVERY
-    LOG_EVERY = args.log_every
 
+    load_before = _loadavg()
+    without: list[float] = []
+    with_client: list[float] = []
+    costs: list[ClientCost] = []
+    server_without: list[float] = []  # server CPU seconds during each run
+    server_with: list[float] = []
+    params = 0
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp))
         try:
-            without: list[float] = []
-            with_client: list[float] = []
             train(20, None)  # warm-up: allocator, kernels
-            params = 0
             for r in range(args.repeats):
-                seconds, params = train(args.steps, None)
+                cpu = _process_cpu_seconds(proc.pid)
+                seconds, params, _ = train(args.steps, None)
                 without.append(seconds)
+                server_without.append(_process_cpu_seconds(proc.pid) - cpu)
                 kwargs = {
                     "project": "bench",
                     "name": f"overhead-{os.getpid()}-{r}",
@@ -161,54 +198,121 @@ def main() -> None:
                     "every": args.every,
                     "spool_dir": Path(tmp) / "spool",
                 }
-                seconds, _ = train(args.steps, kwargs)
+                cpu = _process_cpu_seconds(proc.pid)
+                seconds, _, cost = train(args.steps, kwargs, args.log_every)
                 with_client.append(seconds)
-                print(f"repeat {r}: without {without[-1]:.2f} s, with {with_client[-1]:.2f} s")
+                server_with.append(_process_cpu_seconds(proc.pid) - cpu)
+                assert cost is not None
+                costs.append(cost)
+                print(
+                    f"repeat {r}: without {without[-1]:.2f} s, with {with_client[-1]:.2f} s "
+                    f"(client on the training thread {cost.training_thread:.3f} s, sender thread "
+                    f"{cost.sender_cpu:.2f} s CPU, server {server_with[-1]:.2f} s CPU, load "
+                    f"{_loadavg()})"
+                )
         finally:
             proc.terminate()
             proc.wait(10)
+    load_after = _loadavg()
 
-    ratio = statistics.median(with_client) / statistics.median(without)
+    base = statistics.median(without)
+    ratio = statistics.median(with_client) / base
+    thread = [c.training_thread / w for c, w in zip(costs, with_client, strict=True)]
+    background = [
+        (c.sender_cpu + s - s0) / w
+        for c, s, s0, w in zip(costs, server_with, server_without, with_client, strict=True)
+    ]
+    accounted = statistics.median(t + b for t, b in zip(thread, background, strict=True))
+
+    def med(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f}"
+
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
     command = (
         f"bench/overhead.py --steps {args.steps} --repeats {args.repeats} --every {args.every}"
         f" --log-every {args.log_every}"
     )
     print(f"machine: {machine}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
     print(
-        f"model: {params / 1e6:.2f} M parameters; {args.steps} steps; checkpoint every {args.every}"
+        f"model: {params / 1e6:.2f} M parameters; {args.steps} steps; checkpoint every "
+        f"{args.every}; run.log every {args.log_every} step(s)"
     )
     print(f"without: {', '.join(f'{s:.2f}' for s in without)} s")
     print(f"with:    {', '.join(f'{s:.2f}' for s in with_client)} s")
-    print(f"sketching on the training thread: {', '.join(f'{x:.3f}' for x in SKETCH)} s per run")
-    print(f"finish(): {', '.join(f'{x:.3f}' for x in FINISH)} s per run")
     print(
         f"overhead ratio (median with / median without): {ratio:.4f} ({(ratio - 1) * 100:+.2f} %)"
     )
+    print(
+        "client on the training thread, median s per run: "
+        f"init {med([c.init for c in costs])}, log {med([c.log for c in costs])}, "
+        f"sketches {med([c.sketch for c in costs])}, finish {med([c.finish for c in costs])}"
+        f" = {statistics.median(thread) * 100:.2f} % of the run"
+    )
+    print(
+        "client CPU elsewhere, median s per run: "
+        f"sender thread {med([c.sender_cpu for c in costs])}, server {med(server_with)} "
+        f"(without the client {med(server_without)}) = "
+        f"{statistics.median(background) * 100:.2f} % of the run"
+    )
+    print(f"posts (items delivered): {', '.join(str(c.posts) for c in costs)} per run")
+    print(
+        "accounted cost (training thread + CPU elsewhere, as if none of it overlapped "
+        f"training): {accounted * 100:.2f} % of the run"
+    )
     if args.markdown:
         print()
-        print("## Client overhead")
-        print()
         print(f"`{command}` on {machine} (torch {torch.__version__}, CPU).")
+        print(f"Load average (1, 5, 15 min) before: {load_before}; after: {load_after}.")
         print()
         print("| run | wall time per run (s) | median (s) |")
         print("|---|---|---|")
-        print(
-            f"| without client | {', '.join(f'{s:.2f}' for s in without)} | "
-            f"{statistics.median(without):.2f} |"
-        )
+        print(f"| without client | {', '.join(f'{s:.2f}' for s in without)} | {base:.2f} |")
         print(
             f"| with client (every={args.every}, log every {args.log_every} step(s)) | "
             f"{', '.join(f'{s:.2f}' for s in with_client)} | {statistics.median(with_client):.2f} |"
         )
         print()
+        print(f"Wall-time overhead: {(ratio - 1) * 100:+.2f} % (median against median).")
         print(
-            f"Overhead: {(ratio - 1) * 100:+.2f} % of wall time (target <= 2 %). Sketching on the"
+            f"Accounted cost: {accounted * 100:.2f} % of the run (training thread "
+            f"{statistics.median(thread) * 100:.2f} %: init {med([c.init for c in costs])} s, "
+            f"log {med([c.log for c in costs])} s, sketches {med([c.sketch for c in costs])} s, "
+            f"finish {med([c.finish for c in costs])} s; CPU elsewhere "
+            f"{statistics.median(background) * 100:.2f} %: sender thread "
+            f"{med([c.sender_cpu for c in costs])} s, server {med(server_with)} s against "
+            f"{med(server_without)} s without the client); "
+            f"{statistics.median([c.posts for c in costs]):.0f} posts per run."
         )
-        print(
-            f"training thread: {statistics.median(SKETCH):.3f} s per run; finish(): "
-            f"{statistics.median(FINISH):.3f} s per run."
-        )
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` (Linux; 0 elsewhere)."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def _thread_cpu_seconds(native_id: int | None) -> float:
+    """CPU seconds used so far by one thread of this process (Linux; 0 elsewhere)."""
+    if native_id is None:
+        return 0.0
+    return _stat_cpu_seconds(Path(f"/proc/self/task/{native_id}/stat"))
+
+
+def _stat_cpu_seconds(path: Path) -> float:
+    try:
+        fields = path.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _loadavg() -> str:
+    """The machine's load average, as /proc/loadavg's first three fields."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 if __name__ == "__main__":

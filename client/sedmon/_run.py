@@ -1,7 +1,8 @@
 """`sedmon.init` and `Run`: the part of the client that lives on the training thread.
 
 Everything here is cheap and never raises into the training loop once `init` has returned:
-a checkpoint is one O(D) sketch and a `put_nowait`; the network is the sender thread's job.
+a checkpoint is one O(D) sketch and a `put_nowait`; `log` merges values into a buffer that
+is queued as one batch now and then; serialising and posting are the sender thread's job.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from sedmon._errors import ConfigError
 from sedmon._logging import logger, problem
+from sedmon._metrics_buffer import MetricsBuffer
 from sedmon._sender import Item, Sender, TransportSettings
 from sedmon._spool import default_spool_root
 from sedmon_core.schemas import DEFAULT_WINDOWS, NAME_PATTERN, PROJECT_PATTERN, RunCreate
@@ -32,6 +34,8 @@ from sedmon_core.sketch import METHODS, SketchSpec
 
 FINISH_TIMEOUT_S = 10.0
 """Default bound of `finish()` and of the flush at interpreter exit."""
+END_STATES = ("finished", "failed")
+MAX_METRIC_NAME = 200
 _ONLINE_METHODS = tuple(m for m in METHODS if m != "external")
 
 
@@ -138,12 +142,12 @@ class Run:
         self._seq = 0
         self._optimizer_step = 0
         self._last_checkpoint: int | None = None
-        self._metrics_step: int | None = None
-        self._metrics: dict[str, float] = {}
         self._hooks: list[Any] = []
         self._finished = False
         self._sender: Sender | None = None
         self._sharded_cache: bool | None = None
+        settings = settings or TransportSettings.from_env()
+        self._metrics = MetricsBuffer(settings.metrics_batch_points, settings.metrics_interval_s)
         if self.rank == 0:
             self._sender = Sender(
                 server,
@@ -152,6 +156,7 @@ class Run:
                 spool_root,
                 settings,
                 on_checkpoint_ack=self._on_ack,
+                on_tick=self._post_waiting_metrics,
             )
             self._sender.start()
         atexit.register(self._at_exit)
@@ -169,22 +174,45 @@ class Run:
         return self._optimizer_step
 
     def log(self, values: Mapping[str, Any], step: int | None = None) -> None:
-        """Record metrics for a step (default: the current optimizer step). Never raises."""
+        """Record metrics for a step (default: the current optimizer step). Never raises.
+
+        O(1) per value, no I/O: the values join a buffer that is queued as one batch when
+        it is full, when its oldest value has waited `SEDMON_METRICS_INTERVAL_S`, before a
+        checkpoint, and at `flush`/`finish`. Non-finite values are not sent (logged).
+        """
         try:
             if self._sender is None or self._finished:
                 return
             s = self._optimizer_step if step is None else int(step)
+            if s < 0:
+                problem(logging.WARNING, "logstep", "sedmon: log(): step %d < 0 ignored", s)
+                return
             clean: dict[str, float] = {}
             for key, value in values.items():
+                name = str(key)
                 try:
-                    clean[str(key)] = float(value)
+                    number = float(value)
                 except (TypeError, ValueError):
                     problem(logging.WARNING, "lognum", "sedmon: log(): %r is not a number", key)
+                    continue
+                if not math.isfinite(number):
+                    problem(
+                        logging.WARNING,
+                        "lognonfinite",
+                        "sedmon: log(): %s = %s at step %d not sent (not finite)",
+                        name,
+                        number,
+                        s,
+                    )
+                elif not 0 < len(name) <= MAX_METRIC_NAME:
+                    problem(logging.WARNING, "logname", "sedmon: log(): name %r refused", name)
+                else:
+                    clean[name] = number
+            if not clean:
+                return
             with self._lock:
-                if self._metrics_step is not None and s != self._metrics_step:
-                    self._flush_metrics_locked()
-                self._metrics_step = s
-                self._metrics.update(clean)
+                if self._metrics.add(s, clean):
+                    self._queue_metrics_locked()
         except Exception as exc:
             problem(logging.WARNING, "log", "sedmon: log() failed: %r", exc)
 
@@ -214,18 +242,29 @@ class Run:
         self.checkpoint(self._optimizer_step)
 
     def flush(self, timeout: float = FINISH_TIMEOUT_S) -> bool:
-        """Wait up to `timeout` s until everything queued is delivered or spooled."""
+        """Queue the buffered metrics, then wait up to `timeout` s until everything queued is
+        delivered or spooled."""
         with self._lock:
-            self._flush_metrics_locked()
+            self._queue_metrics_locked()
         return self._sender.flush(timeout) if self._sender is not None else True
 
-    def finish(self, timeout: float | None = None, *, failed: bool = False) -> None:
+    def finish(self, timeout: float | None = None, *, state: str = "finished") -> None:
         """End the run: flush within `timeout` s (default 10), leave the rest in the spool.
 
-        Safe to call twice; never raises. `failed=True` records that training failed.
+        state: "finished", or "failed" when training failed (the context manager says
+        "failed" when its block raises). Safe to call twice; never raises.
         """
         if self._finished:
             return
+        if state not in END_STATES:
+            problem(
+                logging.WARNING,
+                "finishstate",
+                "sedmon: finish(state=%r): not one of %s; recorded as failed",
+                state,
+                ", ".join(END_STATES),
+            )
+            state = "failed"
         self._finished = True
         for handle in self._hooks:
             handle.remove()
@@ -235,9 +274,8 @@ class Run:
             if self._sender is None:
                 return
             with self._lock:
-                self._flush_metrics_locked()
+                self._queue_metrics_locked()
                 seq = self._next_seq()
-            state = "failed" if failed else "finished"
             self._sender.submit(Item(seq, "finish", {"state": state}))
             bound = FINISH_TIMEOUT_S if timeout is None else float(timeout)
             if self._sender.close(max(0.0, bound)):
@@ -256,7 +294,7 @@ class Run:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.finish(failed=exc_type is not None)
+        self.finish(state="failed" if exc_type is not None else "finished")
 
     def __repr__(self) -> str:
         return f"<sedmon.Run {self.project}/{self.name} id={self.id} step={self._optimizer_step}>"
@@ -269,12 +307,19 @@ class Run:
         self._seq = max(self._seq + 1, time.time_ns())
         return self._seq
 
-    def _flush_metrics_locked(self) -> None:
-        if self._metrics and self._metrics_step is not None and self._sender is not None:
-            body = {"step": self._metrics_step, "values": self._metrics}
-            self._sender.submit(Item(self._next_seq(), "metrics", body))
-        self._metrics = {}
-        self._metrics_step = None
+    def _queue_metrics_locked(self) -> None:
+        points = self._metrics.take()
+        if points and self._sender is not None:
+            self._sender.submit(Item(self._next_seq(), "metrics_batch", {"points": points}))
+
+    def _post_waiting_metrics(self) -> None:
+        """From the sender thread: queue the buffer once its oldest value has waited long
+        enough (so metrics flow while the training loop is busy elsewhere)."""
+        if not self._metrics.due(time.monotonic()):
+            return
+        with self._lock:
+            if self._metrics.due(time.monotonic()) and not self._finished:
+                self._queue_metrics_locked()
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_step += 1
@@ -323,14 +368,11 @@ class Run:
                 ", ".join(bad),
             )
         with self._lock:
-            metrics: dict[str, float] = {}
-            if self._metrics_step == step:
-                metrics, self._metrics, self._metrics_step = self._metrics, {}, None
-            else:
-                self._flush_metrics_locked()
+            metrics = self._metrics.take_step(step)  # values of this step ride with it
+            self._queue_metrics_locked()
             body = {
                 "step": step,
-                "sketch": {g: y.tolist() for g, y in sketch.items()},
+                "sketch": sketch,  # numpy arrays: the sender thread writes them as JSON
                 "metrics": metrics,
             }
             self._sender.submit(Item(self._next_seq(), "checkpoint", body))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import json
 import logging
 import os
 import queue
@@ -28,7 +27,7 @@ from typing import Any
 import httpx
 
 from sedmon._logging import logger, problem
-from sedmon._spool import Spool, run_folder_name
+from sedmon._spool import Spool, run_folder_name, to_json
 
 API = "/api/v1"
 RETRYABLE_4XX = frozenset({408, 429})
@@ -49,12 +48,18 @@ class TransportSettings:
     """Cap of one backoff sleep, and of the interval between probes while offline."""
     max_retry_after_s: float = 300.0
     queue_size: int = 1000
+    metrics_batch_points: int = 1000
+    """Steps of `run.log` values posted in one batch at most."""
+    metrics_interval_s: float = 5.0
+    """The longest a logged value waits before its batch is posted."""
 
     @classmethod
     def from_env(cls) -> TransportSettings:
         """Defaults, overridden by SEDMON_CONNECT_TIMEOUT_S, SEDMON_READ_TIMEOUT_S,
-        SEDMON_RETRY_BUDGET_S, SEDMON_BASE_BACKOFF_S, SEDMON_MAX_BACKOFF_S, SEDMON_QUEUE_SIZE."""
+        SEDMON_RETRY_BUDGET_S, SEDMON_BASE_BACKOFF_S, SEDMON_MAX_BACKOFF_S, SEDMON_QUEUE_SIZE,
+        SEDMON_METRICS_BATCH_POINTS, SEDMON_METRICS_INTERVAL_S."""
         values: dict[str, Any] = {}
+        integers = ("queue_size", "metrics_batch_points")
         for field in (
             "connect_timeout_s",
             "read_timeout_s",
@@ -62,11 +67,13 @@ class TransportSettings:
             "base_backoff_s",
             "max_backoff_s",
             "queue_size",
+            "metrics_batch_points",
+            "metrics_interval_s",
         ):
             raw = os.environ.get(f"SEDMON_{field.upper()}")
             if raw:
                 try:
-                    values[field] = int(raw) if field == "queue_size" else float(raw)
+                    values[field] = int(raw) if field in integers else float(raw)
                 except ValueError:
                     logger.warning(
                         "sedmon: ignoring SEDMON_%s=%r (not a number)", field.upper(), raw
@@ -76,10 +83,10 @@ class TransportSettings:
 
 @dataclass(frozen=True)
 class Item:
-    """One thing to post: a checkpoint, a step's metrics, or the end of the run."""
+    """One thing to post: a checkpoint, a batch of metrics, or the end of the run."""
 
     seq: int
-    kind: str  # "checkpoint" | "metrics" | "finish"
+    kind: str  # "checkpoint" | "metrics_batch" | "finish"; "metrics" (one step) in old spools
     body: dict[str, Any]
 
 
@@ -91,7 +98,7 @@ class Outcome(Enum):
 
 def dumps(body: dict[str, Any]) -> bytes:
     """JSON with NaN/Infinity allowed: the server answers non-finite sketches with 422."""
-    return json.dumps(body, separators=(",", ":"), allow_nan=True).encode()
+    return to_json(body)
 
 
 def retry_after_s(response: httpx.Response | None) -> float | None:
@@ -116,8 +123,16 @@ def item_path(run_id: int, kind: str) -> str:
     return {
         "checkpoint": f"{API}/runs/{run_id}/checkpoints",
         "metrics": f"{API}/runs/{run_id}/metrics",
+        "metrics_batch": f"{API}/runs/{run_id}/metrics:batch",
         "finish": f"{API}/runs/{run_id}/finish",
     }[kind]
+
+
+def _no_route(response: httpx.Response | None) -> bool:
+    """Whether the server answered that it has no such endpoint (not: no such run)."""
+    if response is None or response.status_code not in (404, 405):
+        return False
+    return detail(response) in ("Not Found", "Method Not Allowed")
 
 
 class Connection:
@@ -212,7 +227,10 @@ class Sender:
         spool_root: Path,
         settings: TransportSettings | None = None,
         on_checkpoint_ack: Callable[[dict[str, Any]], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
+        """on_tick: called from the sender thread between items and at least every 50 ms
+        (the run posts metrics that have waited long enough from there)."""
         self.settings = settings or TransportSettings.from_env()
         self.server = server.rstrip("/")
         self.token = token
@@ -220,6 +238,8 @@ class Sender:
         self.spool_root = Path(spool_root)
         self.run_id: int | None = None
         self.on_checkpoint_ack = on_checkpoint_ack
+        self.on_tick = on_tick
+        self._server_batches_metrics = True
         self.delivered = 0
         self.rejected = 0
         self._queue: queue.Queue[Item] = queue.Queue(maxsize=self.settings.queue_size)
@@ -368,6 +388,7 @@ class Sender:
             if (folder / "run.json").exists():  # a previous process left items: replay first
                 self._get_spool()
             while not self._stopped.is_set():
+                self._tick()
                 if not self._step():
                     self._wake.wait(0.05)
                     self._wake.clear()
@@ -383,6 +404,14 @@ class Sender:
                 self._thread_done = True
                 if self._thread_closes_spool and self._spool is not None:
                     self._spool.close()
+
+    def _tick(self) -> None:
+        if self.on_tick is None:
+            return
+        try:
+            self.on_tick()
+        except Exception as exc:
+            problem(logging.WARNING, "tick", "sedmon: periodic metrics flush failed: %r", exc)
 
     def _step(self) -> bool:
         """Do one unit of work; False when there was nothing to do."""
@@ -504,9 +533,15 @@ class Sender:
         if not self._ensure_run():
             return Outcome.UNREACHABLE
         assert self._conn is not None and self.run_id is not None
+        if item.kind == "metrics_batch" and not self._server_batches_metrics:
+            return self._deliver_points_one_by_one(item)
         outcome, response = self._conn.post(
             item_path(self.run_id, item.kind), item.body, self._deadline()
         )
+        if item.kind == "metrics_batch" and outcome is Outcome.FINAL and _no_route(response):
+            logger.info("sedmon: the server has no metrics batch endpoint; posting step by step")
+            self._server_batches_metrics = False
+            return self._deliver_points_one_by_one(item)
         if outcome is Outcome.OK:
             self.delivered += 1
             if item.kind == "checkpoint" and response is not None and self.on_checkpoint_ack:
@@ -519,10 +554,35 @@ class Sender:
             self._report_final(item, response)
         return outcome
 
+    def _deliver_points_one_by_one(self, item: Item) -> Outcome:
+        """A batch to a server older than `POST /metrics:batch`: one post per step. When the
+        server becomes unreachable half way the whole batch is retried later (idempotent)."""
+        assert self._conn is not None and self.run_id is not None
+        for point in item.body.get("points", []):
+            single = Item(item.seq, "metrics", point)
+            outcome, response = self._conn.post(
+                item_path(self.run_id, "metrics"), point, self._deadline()
+            )
+            if outcome is Outcome.UNREACHABLE:
+                return outcome
+            if outcome is Outcome.FINAL:
+                self.rejected += 1
+                self._report_final(single, response)
+        self.delivered += 1
+        return Outcome.OK
+
     def _report_final(self, item: Item, response: httpx.Response | None) -> None:
         code = response.status_code if response is not None else 0
         step = item.body.get("step")
-        if item.kind == "checkpoint" and code == 409:
+        points = item.body.get("points")
+        if item.kind == "metrics_batch" and isinstance(points, list) and points:
+            steps = [
+                p["step"] for p in points if isinstance(p, dict) and isinstance(p.get("step"), int)
+            ]
+            step = f"{min(steps)}..{max(steps)}" if steps else "?"
+        if item.kind == "metrics_batch":
+            msg = f"sedmon: metrics of steps %s refused ({code}: %s); that batch is dropped"
+        elif item.kind == "checkpoint" and code == 409:
             msg = (
                 "sedmon: checkpoint at step %s refused (409: %s): "
                 "the run already has this step or a later one"

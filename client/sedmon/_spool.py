@@ -11,7 +11,7 @@ Each record is one line `<crc32 hex> <json>\\n`, flushed and fsync'ed before `ap
 returns. A line cut by a crash (no newline, or a checksum that does not match) is skipped on
 replay; every process writes its own segment, so a torn tail never swallows a later record.
 Records carry a sequence number; replay goes in sequence order. A record replayed twice is
-harmless: checkpoint posts are idempotent on (run, step).
+harmless: checkpoints are idempotent on (run, step), metric values on (run, name, step).
 """
 
 from __future__ import annotations
@@ -51,9 +51,21 @@ def run_folder_name(server: str, project: str, name: str) -> str:
     return f"{safe}__{digest}"
 
 
+def to_json(body: Any) -> bytes:
+    """Compact JSON with NaN/Infinity allowed; numpy arrays (sketches) become lists here,
+    off the training thread."""
+    return json.dumps(body, separators=(",", ":"), allow_nan=True, default=_array_list).encode()
+
+
+def _array_list(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def encode_record(record: dict[str, Any]) -> bytes:
     """One spool line: checksum, space, compact JSON (NaN allowed), newline."""
-    payload = json.dumps(record, separators=(",", ":"), allow_nan=True).encode()
+    payload = to_json(record)
     return b"%08x " % zlib.crc32(payload) + payload + b"\n"
 
 

@@ -88,7 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--spool-dir", type=Path, default=None, help="default $SEDMON_HOME/spool")
     s.add_argument("--server", default=None, help="override the server recorded in the spool")
-    s.add_argument("--token", default=os.environ.get("SEDMON_TOKEN"))
+    s.add_argument("--project", default=None, help="only the runs of this project")
+    s.add_argument(
+        "--token",
+        default=None,
+        help="an ingest token (default $SEDMON_TOKEN, preferred: an argument is visible to "
+        "other users in the process list); the spool never holds a token",
+    )
     return parser
 
 
@@ -143,8 +149,13 @@ def _create_run(conn: Connection, spec: dict[str, Any]) -> int | None:
     if outcome is Outcome.OK and response is not None:
         return int(response.json()["id"])
     code = response.status_code if response is not None else "no answer"
+    hint = {
+        401: ": the server does not know this token (unknown or revoked)",
+        403: f": the token is not an ingest token of project {spec['project']}",
+    }.get(code if isinstance(code, int) else 0, "")
     print(
-        f"sedmon: cannot create run {spec['project']}/{spec['name']} ({code}: {detail(response)})",
+        f"sedmon: cannot create run {spec['project']}/{spec['name']} "
+        f"({code}: {detail(response)}){hint}",
         file=sys.stderr,
     )
     return None
@@ -253,12 +264,29 @@ def sync_folder(spool: Spool, server: str | None, token: str | None) -> tuple[in
     return delivered, refused, len(spool.pending())
 
 
+def _project_of(folder: Path) -> str | None:
+    try:
+        return str(Spool(folder).spec()["run"]["project"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     root = args.spool_dir if args.spool_dir is not None else default_spool_root()
     folders = Spool.folders(root)
+    if args.project is not None:
+        folders = [f for f in folders if _project_of(f) == args.project]
     if not folders:
-        print(f"nothing to sync in {root}")
+        print(f"nothing to sync in {root}" + (f" for {args.project}" if args.project else ""))
         return 0
+    # Tokens are never written to the spool: the replay needs one from the environment.
+    args.token = args.token or os.environ.get("SEDMON_TOKEN")
+    if not args.token:
+        projects = sorted({p for p in map(_project_of, folders) if p is not None})
+        raise SedmonError(
+            f"no token: set SEDMON_TOKEN to an ingest token of project {', '.join(projects)} "
+            f"({len(folders)} run(s) waiting in {root}; the spool keeps no token)"
+        )
     status = 0
     for folder in folders:
         spool = Spool(folder)

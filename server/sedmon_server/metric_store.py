@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, bindparam
@@ -40,3 +40,23 @@ def upsert_metrics(conn: Connection, run_id: int, step: int, values: Mapping[str
         for n, v in sorted(values.items())
     ]
     conn.execute(UPSERT[conn.dialect.name], rows)
+
+
+def upsert_metric_points(
+    conn: Connection, run_id: int, points: Iterable[tuple[int, Mapping[str, float]]]
+) -> int:
+    """Store many steps' values in one statement; returns the (name, step) values stored.
+
+    A (name, step) given twice keeps the later value, as two single posts would.
+    """
+    merged: dict[tuple[str, int], float] = {}
+    for step, values in points:
+        for name, value in values.items():
+            merged[(name, step)] = float(value)
+    if not merged:
+        return 0
+    rows = [
+        {"run_id": run_id, "name": n, "step": s, "value": v} for (n, s), v in sorted(merged.items())
+    ]
+    conn.execute(UPSERT[conn.dialect.name], rows)
+    return len(rows)

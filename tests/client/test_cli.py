@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sedmon import sketch_parameters
+from sedmon._spool import Spool
 from sedmon.cli import main
 from sedmon_core.schemas import SpectrumOut, SpectrumPoint
 from sedmon_core.spectrum import gram_of_deltas, spectrum_series
@@ -262,3 +263,47 @@ def test_sync_with_an_empty_spool_has_nothing_to_do(
 ) -> None:
     assert main(["sync", "--spool-dir", str(tmp_path)]) == 0
     assert "nothing to sync" in capsys.readouterr().out
+
+
+def _spool_one(root: Path, project: str) -> Spool:
+    spec = {"project": project, "name": "r", "sketch": {"method": "countsketch", "dim": 2}}
+    spool = Spool.create(root, "http://127.0.0.1:9", spec)
+    spool.append(1, "metrics_batch", {"points": [{"step": 1, "values": {"loss": 1.0}}]})
+    spool.close()
+    return spool
+
+
+def test_sync_without_a_token_says_to_set_sedmon_token_and_touches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SEDMON_TOKEN", raising=False)
+    spool = _spool_one(tmp_path, "lm")
+    files = sorted((p.name, p.read_bytes()) for p in spool.directory.iterdir())
+    assert main(["sync", "--spool-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "set SEDMON_TOKEN to an ingest token of project lm" in err
+    assert "1 run(s) waiting" in err
+    assert sorted((p.name, p.read_bytes()) for p in spool.directory.iterdir()) == files
+
+
+def test_the_spool_holds_no_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sedmon
+
+    secret = "sm_" + "s3cr3t" * 6
+    run = sedmon.init(
+        project="lm", name="r", server="http://127.0.0.1:9", token=secret, spool_dir=tmp_path
+    )
+    run.log({"loss": 1.0}, step=1)
+    run.finish(timeout=0.2)
+    (folder,) = Spool.folders(tmp_path)
+    assert all(secret.encode() not in p.read_bytes() for p in folder.iterdir() if p.is_file())
+
+
+def test_sync_of_one_project_leaves_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SEDMON_TOKEN", raising=False)
+    _spool_one(tmp_path, "lm")
+    assert main(["sync", "--spool-dir", str(tmp_path), "--project", "vision"]) == 0
+    assert "nothing to sync" in capsys.readouterr().out
+    assert len(Spool.folders(tmp_path)) == 1

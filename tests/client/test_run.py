@@ -147,7 +147,10 @@ def test_logged_metrics_are_coalesced_per_step_and_ride_with_the_checkpoint(
     run.checkpoint(2)
     run.finish(timeout=0.5)
     items = _spooled(run)
-    assert items[0] == ("metrics", {"step": 1, "values": {"loss": 2.0, "acc": 0.5}})
+    assert items[0] == (
+        "metrics_batch",
+        {"points": [{"step": 1, "values": {"loss": 2.0, "acc": 0.5}}]},
+    )
     assert items[1][0] == "checkpoint" and items[1][1]["metrics"] == {"loss": 1.5}
     assert items[2] == ("finish", {"state": "finished"})
 

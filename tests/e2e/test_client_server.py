@@ -299,3 +299,46 @@ def test_a_live_run_reports_its_edge_and_a_rerun_is_idempotent(server: str, tmp_
     assert (record["num_checkpoints"], record["last_step"]) == (6, 5)
     assert again.id == run.id
     assert Spool.folders(tmp_path) == [] or not Spool(Spool.folders(tmp_path)[0]).has_pending()
+
+
+def test_a_with_block_that_raises_leaves_the_run_failed_on_the_server(
+    server: str, tmp_path: Path
+) -> None:
+    loop = Loop(seed=3)
+    name = f"crashed-{time.time_ns()}"
+    settings = {"project": "e2e", "name": name, "server": server, "token": ADMIN, "dim": 32}
+    with (
+        pytest.raises(RuntimeError, match="diverged"),
+        sedmon.init(**settings, model=loop.model, windows=[3], spool_dir=tmp_path) as run,
+    ):
+        run.checkpoint(0)
+        loop.step(lambda values: run.log(values, step=1))
+        raise RuntimeError("diverged")
+    record = _run_by_name(server, "e2e", name)
+    assert record["state"] == "failed"
+    assert record["num_checkpoints"] == 1
+    (loss,) = _get(server, f"/api/v1/runs/{record['id']}/metrics", name="loss")["series"]
+    assert loss["steps"] == [1]
+
+
+def test_metrics_logged_every_step_arrive_whole_in_a_few_requests(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEDMON_METRICS_BATCH_POINTS", "64")
+    steps, every = 300, 50
+    loop = Loop(seed=4)
+    name = f"batched-{time.time_ns()}"
+    run = sedmon.init(
+        project="e2e", name=name, model=loop.model, optimizer=loop.opt, server=server,
+        token=ADMIN, every=every, dim=32, windows=[3], spool_dir=tmp_path,
+    )  # fmt: skip
+    logged = [loop.step(run.log) for _ in range(steps)]
+    run.finish(timeout=30)
+    record = _run_by_name(server, "e2e", name)
+    assert record["state"] == "finished" and record["num_checkpoints"] == steps // every + 1
+    (loss,) = _get(server, f"/api/v1/runs/{record['id']}/metrics", name="loss")["series"]
+    assert loss["steps"] == list(range(1, steps + 1))
+    assert loss["values"] == logged
+    assert run._sender is not None and run._sender.rejected == 0
+    # checkpoints + finish + one batch per 64 steps and per checkpoint: not one per step
+    assert run._sender.delivered <= (steps // every + 1) + 1 + (steps // 64 + 1) + steps // every

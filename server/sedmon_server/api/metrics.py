@@ -1,14 +1,15 @@
-"""Metrics: post values at any step; read series back (JSON or CSV)."""
+"""Metrics: post values at any step, one step or a batch; read series back (JSON or CSV)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from sqlalchemy import Engine
 
-from sedmon_core.schemas import MetricsIn
+from sedmon_core.schemas import MetricsBatchIn, MetricsIn
 from sedmon_server.api.dependencies import (
     BAD_INPUT,
     ERROR_RESPONSES,
@@ -16,13 +17,24 @@ from sedmon_server.api.dependencies import (
     engine_of,
     visible_run,
 )
-from sedmon_server.api.schemas import MetricsAck, MetricSeries, MetricsOut
+from sedmon_server.api.schemas import MetricsAck, MetricsBatchAck, MetricSeries, MetricsOut
 from sedmon_server.auth import Principal, require
 from sedmon_server.csv_export import metrics_csv
-from sedmon_server.metric_store import upsert_metrics
+from sedmon_server.metric_store import upsert_metric_points, upsert_metrics
 from sedmon_server.series import metric_names, metric_series
 
 router = APIRouter(prefix="/api/v1/runs", tags=["metrics"])
+
+
+def _refusal(values: Mapping[str, float]) -> str | None:
+    """Why a step's values cannot be stored (names), or None."""
+    if any(not name or len(name) > 200 for name in values):
+        return "metric names must be 1-200 characters"
+    return None
+
+
+def _non_finite(values: Mapping[str, float]) -> list[str]:
+    return sorted(n for n, v in values.items() if not np.isfinite(v))
 
 
 @router.post(
@@ -39,10 +51,10 @@ def post_metrics(
     engine: Annotated[Engine, Depends(engine_of)],
 ) -> MetricsAck:
     """Store metric values at a step (any step, checkpoint or not); a re-sent value replaces."""
-    bad = sorted(n for n, v in body.values.items() if not np.isfinite(v))
-    for name in body.values:
-        if not name or len(name) > 200:
-            raise HTTPException(422, "metric names must be 1-200 characters")
+    refusal = _refusal(body.values)
+    if refusal:
+        raise HTTPException(422, refusal)
+    bad = _non_finite(body.values)
     with engine.begin() as conn:
         visible_run(conn, run_id, principal)
         if bad:
@@ -50,6 +62,46 @@ def post_metrics(
         upsert_metrics(conn, run_id, body.step, body.values)
     request.app.state.observability.metric_points.inc(len(body.values))
     return MetricsAck(run_id=run_id, step=body.step, stored=len(body.values))
+
+
+@router.post(
+    "/{run_id}/metrics:batch",
+    response_model=MetricsBatchAck,
+    status_code=201,
+    responses={**ERROR_RESPONSES, **NOT_FOUND, **BAD_INPUT},
+)
+@router.post(
+    "/{run_id}/metrics/batch",
+    response_model=MetricsBatchAck,
+    status_code=201,
+    include_in_schema=False,
+)
+def post_metrics_batch(
+    run_id: int,
+    body: MetricsBatchIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(require("ingest"))],
+    engine: Annotated[Engine, Depends(engine_of)],
+) -> MetricsBatchAck:
+    """Store many steps' values under the single-post rules, all or nothing (one transaction).
+
+    The first point refused refuses the batch; its detail names the point's index.
+    """
+    for i, point in enumerate(body.points):
+        refusal = _refusal(point.values)
+        if refusal:
+            raise HTTPException(422, f"point {i} (step {point.step}): {refusal}")
+    with engine.begin() as conn:
+        visible_run(conn, run_id, principal)
+        for i, point in enumerate(body.points):
+            bad = _non_finite(point.values)
+            if bad:
+                raise HTTPException(
+                    422, f"point {i} (step {point.step}): non-finite metric values: {bad}"
+                )
+        stored = upsert_metric_points(conn, run_id, ((p.step, p.values) for p in body.points))
+    request.app.state.observability.metric_points.inc(stored)
+    return MetricsBatchAck(run_id=run_id, points=len(body.points), stored=stored)
 
 
 @router.get(

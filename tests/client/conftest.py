@@ -1,0 +1,8 @@
+"""Client test helpers live beside the tests (imported as `scripted`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
