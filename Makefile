@@ -44,6 +44,7 @@ validate: install
 bench: install postgres
 	$(PY) bench/sketch.py $(if $(QUICK),--quick)
 	$(PY) bench/ingest.py $(if $(QUICK),--quick)
+	$(PY) bench/ingest_profile.py $(if $(QUICK),--checkpoints 100)
 	$(PY) bench/alerts.py $(if $(QUICK),--seeds 2 --quiet-length 200 --event-length 80)
 	$(PY) bench/overhead.py $(if $(QUICK),--steps 60 --repeats 1 --every 20)
 	$(PY) bench/accuracy.py $(if $(QUICK),--no-docs)

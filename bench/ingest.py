@@ -3,13 +3,16 @@
     .venv/bin/python bench/ingest.py [--workers 2] [--runs 40] [--per-run 250] [--quick]
 
 Everything on this machine over 127.0.0.1: a fresh PostgreSQL database (dropped after),
-`sedmon-server serve --workers N` as a subprocess, and the load generator (httpx async,
-bounded loops). Checkpoints: k = 100, one group, windows 10/15/20/25/30, rank rule half.
+`sedmon-server serve --workers N` as a subprocess, and the load generator (`Conn`, a
+minimal asyncio HTTP/1.1 client, one keep-alive connection per run; httpx only for setup).
+Checkpoints: k = 100, one group, windows 10/15/20/25/30, rank rule half.
 Phases:
   1. warm-up: 100 checkpoints; server RSS measured (process + workers).
   2. throughput: R runs x P checkpoints, every run posting as fast as its acks come back
-     (R concurrent, each run sequential as a training job is); checkpoints/s, p50/p99.
-     RSS measured again after ~10,000 checkpoints in all.
+     (R concurrent, each run sequential as a training job is); checkpoints/s, p50/p99;
+     CPU per checkpoint of the server, of the PostgreSQL backends of the bench database
+     (`BackendCpu`) and of the load generator. RSS measured again after ~10,000
+     checkpoints in all.
   3. paced: 100 checkpoints/s open-loop arrivals over 20 runs for 10 s; p50/p99.
   4. spectrum read: one run backfilled to 10,000 checkpoints (batch endpoint), then
      GET /spectrum?window=10 timed (first call and median of 5).
@@ -31,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -175,28 +179,31 @@ async def make_runs(c: httpx.AsyncClient, prefix: str, n: int) -> list[int]:
 
 
 async def closed_loop(base: str, prefix: str, runs: int, per_run: int) -> dict[str, Any]:
-    """Every run posts its checkpoints back to back; returns rate and latencies."""
-    limits = httpx.Limits(max_connections=runs, max_keepalive_connections=runs)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
+    """Every run posts its checkpoints back to back on its own keep-alive connection (as a
+    training job's sender does); returns rate and latencies."""
+    async with httpx.AsyncClient(base_url=base, timeout=60) as c:
         ids = await make_runs(c, prefix, runs)
-        lat: list[float] = []
-        errors = 0
+    port = int(base.rsplit(":", 1)[1])
+    lat: list[float] = []
+    errors = 0
 
-        async def one(run_id: int, seed: int) -> None:
-            nonlocal errors
-            walk = Walk(seed)
+    async def one(run_id: int, seed: int) -> None:
+        nonlocal errors
+        walk = Walk(seed)
+        conn = Conn(port)
+        try:
             for step in range(per_run):
                 payload = body(step * 10, walk.next(), 1.0 / (step + 1))
                 t = time.perf_counter()
-                r = await c.post(
-                    f"/api/v1/runs/{run_id}/checkpoints", content=payload, headers=AUTH
-                )
+                status, _ = await conn.post(f"/api/v1/runs/{run_id}/checkpoints", payload)
                 lat.append(time.perf_counter() - t)
-                errors += r.status_code != 201
+                errors += status != 201
+        finally:
+            conn.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(rid, i) for i, rid in enumerate(ids)))
-        elapsed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(rid, i) for i, rid in enumerate(ids)))
+    elapsed = time.perf_counter() - t0
     return {
         "checkpoints": runs * per_run,
         "seconds": elapsed,
@@ -208,39 +215,41 @@ async def closed_loop(base: str, prefix: str, runs: int, per_run: int) -> dict[s
 
 
 async def paced(base: str, prefix: str, rate: float, seconds: float, runs: int) -> dict[str, Any]:
-    """Open-loop arrivals at `rate`/s spread over `runs` runs (each run stays in order)."""
+    """Open-loop arrivals at `rate`/s spread over `runs` runs (each run stays in order, on its
+    own keep-alive connection)."""
     total = int(rate * seconds)
-    limits = httpx.Limits(max_connections=runs, max_keepalive_connections=runs)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as c:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as c:
         ids = await make_runs(c, prefix, runs)
-        walks = [Walk(100 + i) for i in range(runs)]
-        locks = [asyncio.Lock() for _ in range(runs)]
-        steps = [0] * runs
-        lat: list[float] = []
-        errors = 0
+    port = int(base.rsplit(":", 1)[1])
+    conns = [Conn(port) for _ in range(runs)]
+    walks = [Walk(100 + i) for i in range(runs)]
+    locks = [asyncio.Lock() for _ in range(runs)]
+    steps = [0] * runs
+    lat: list[float] = []
+    errors = 0
 
-        async def fire(i: int) -> None:
-            nonlocal errors
-            j = i % runs
-            async with locks[j]:
-                payload = body(steps[j] * 10, walks[j].next(), 1.0)
-                steps[j] += 1
-                t = time.perf_counter()
-                r = await c.post(
-                    f"/api/v1/runs/{ids[j]}/checkpoints", content=payload, headers=AUTH
-                )
-                lat.append(time.perf_counter() - t)
-                errors += r.status_code != 201
+    async def fire(i: int) -> None:
+        nonlocal errors
+        j = i % runs
+        async with locks[j]:
+            payload = body(steps[j] * 10, walks[j].next(), 1.0)
+            steps[j] += 1
+            t = time.perf_counter()
+            status, _ = await conns[j].post(f"/api/v1/runs/{ids[j]}/checkpoints", payload)
+            lat.append(time.perf_counter() - t)
+            errors += status != 201
 
-        t0 = time.perf_counter()
-        tasks = []
-        for i in range(total):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(fire(i)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tasks = []
+    for i in range(total):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(fire(i)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - t0
+    for conn in conns:
+        conn.close()
     return {
         "checkpoints": total,
         "seconds": elapsed,
@@ -363,29 +372,87 @@ def nodelay_check(url: str) -> dict[str, Any]:
 
 
 def cpu_seconds(proc: subprocess.Popen[bytes]) -> dict[str, float]:
-    """CPU seconds so far of the server tree, PostgreSQL's processes and this process."""
+    """CPU seconds so far of the server tree and of this process (the load generator)."""
     server = psutil.Process(proc.pid)
-    tree = {server.pid} | {c.pid for c in server.children(recursive=True)}
-    out = {"server": 0.0, "postgres": 0.0, "bench": 0.0}
-    me = os.getpid()
-    for p in psutil.process_iter(["name"]):
-        try:
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        name = p.info["name"] or ""
-        key = (
-            "server"
-            if p.pid in tree
-            else "bench"
-            if p.pid == me
-            else "postgres"
-            if "postgres" in name
-            else None
-        )
-        if key:
+    tree = [server, *server.children(recursive=True)]
+    out = {"server": 0.0, "bench": 0.0}
+    for key, procs in (("server", tree), ("bench", [psutil.Process()])):
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
             out[key] += t.user + t.system
     return out
+
+
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends serving one database, sampled every `every` s.
+
+    The server's pool closes its overflow connections, so backends come and go: each one's
+    CPU is its last sample (what a backend did in its last `every` seconds before it
+    exited is missed, so this is a lower bound). Other databases' backends, the machine's
+    other users included, are left out; PostgreSQL's shared processes (WAL writer,
+    checkpointer) are too. `own_cpu`: what the sampling thread itself spent, which the
+    load generator's figure leaves out.
+    """
+
+    def __init__(self, database: str, every: float = 0.25) -> None:
+        self.tag = f" {database} "
+        self.every = every
+        self.seen: dict[int, float] = {}
+        self.start: dict[int, float] = {}
+        self.own_cpu = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        for p in psutil.process_iter(["name", "cmdline"]):
+            try:
+                cmdline = " ".join(p.info["cmdline"] or ())
+                if p.info["name"] != "postgres" or self.tag not in cmdline:
+                    continue
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            self.seen[p.pid] = t.user + t.system
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+        self.own_cpu = time.thread_time()
+
+    def __enter__(self) -> BackendCpu:
+        self._sample()
+        self.start = dict(self.seen)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(v - self.start.get(pid, 0.0) for pid, v in self.seen.items())
+
+
+def print_throughput(results: dict[str, Any], runs: int) -> None:
+    tp = results["throughput"]
+    print(
+        f"throughput   {tp['checkpoints']} checkpoints, {runs} runs: {tp['rate']:.0f}/s "
+        f"(target >= 300), p50 {tp['p50_ms']:.1f} ms, p99 {tp['p99_ms']:.1f} ms, "
+        f"errors {tp['errors']}"
+    )
+    cpu = results["cpu_ms_per_checkpoint"]
+    print(
+        f"CPU/ckpt     server {cpu['server']:.2f} ms, postgres backends >= "
+        f"{cpu['postgres']:.2f} ms, "
+        f"load generator {cpu['bench']:.2f} ms -> capacity of 2 dedicated cores "
+        f"{results['capacity_2_cores']:.0f}/s; 1-min load average "
+        f"{results['load_average'][0]:.1f} -> {results['load_average'][1]:.1f} (2 CPUs)"
+    )
 
 
 def main() -> None:
@@ -395,9 +462,16 @@ def main() -> None:
     ap.add_argument("--per-run", type=int, default=250)
     ap.add_argument("--long", type=int, default=10_000, help="checkpoints of the long run")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    ap.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="warm-up and throughput phases only, printed, no JSON written (A/B runs: put "
+        "another sedmon_server first on PYTHONPATH, the served subprocess inherits it)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.runs, args.per_run, args.long = 10, 20, 500
+    load_at_start = os.getloadavg()
     db, url = create_db()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -431,24 +505,33 @@ def main() -> None:
         results["rss_after_100_mib"] = rss_mib(proc)
         load_before = os.getloadavg()[0]
         cpu0 = cpu_seconds(proc)
-        results["throughput"] = asyncio.run(closed_loop(base, "tp", args.runs, args.per_run))
+        with BackendCpu(db) as backends:
+            results["throughput"] = asyncio.run(closed_loop(base, "tp", args.runs, args.per_run))
         cpu1 = cpu_seconds(proc)
         n = results["throughput"]["checkpoints"]
         cpu_ms = {k: 1e3 * (cpu1[k] - cpu0[k]) / n for k in cpu0}
+        cpu_ms["bench"] -= 1e3 * backends.own_cpu / n
+        cpu_ms["postgres"] = 1e3 * backends.seconds / n
         results["cpu_ms_per_checkpoint"] = cpu_ms
         results["capacity_2_cores"] = 2000.0 / sum(cpu_ms.values())
         results["load_average"] = [load_before, os.getloadavg()[0]]
         results["rss_after_throughput_mib"] = rss_mib(proc)
         results["rss_growth"] = results["rss_after_throughput_mib"] / results["rss_after_100_mib"]
-        results["paced"] = asyncio.run(paced(base, "paced", 100.0, 10.0, 20))
-        results["spectrum"] = long_run_spectrum(base, args.long)
-        results["rss_end_mib"] = rss_mib(proc)
+        if not args.throughput_only:
+            results["paced"] = asyncio.run(paced(base, "paced", 100.0, 10.0, 20))
+            results["spectrum"] = long_run_spectrum(base, args.long)
+            results["rss_end_mib"] = rss_mib(proc)
     finally:
         stop(proc)
+    if args.throughput_only:
+        drop_db(db)
+        print_throughput(results, args.runs)
+        return
     try:
         results["nodelay"] = nodelay_check(url)
     finally:
         drop_db(db)
+    results["load_average_whole_run"] = {"start": load_at_start, "end": os.getloadavg()}
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "ingest.json").write_text(json.dumps(results, indent=2))
@@ -459,11 +542,7 @@ def main() -> None:
         results["nodelay"],
     )
     print(f"machine: {results['machine']}; server workers: {args.workers}")
-    print(
-        f"throughput   {tp['checkpoints']} checkpoints, {args.runs} runs: {tp['rate']:.0f}/s "
-        f"(target >= 300), p50 {tp['p50_ms']:.1f} ms, p99 {tp['p99_ms']:.1f} ms, "
-        f"errors {tp['errors']}"
-    )
+    print_throughput(results, args.runs)
     print(
         f"paced 100/s  {pc['checkpoints']} checkpoints: p50 {pc['p50_ms']:.1f} ms, "
         f"p99 {pc['p99_ms']:.1f} ms (target <= 100), errors {pc['errors']}"
@@ -479,12 +558,10 @@ def main() -> None:
         f"{sp['bytes'] / 1e6:.1f} MB; CSV {sp['csv_ms']:.0f} ms; backfill "
         f"{sp['backfill_rate']:.0f} checkpoints/s"
     )
-    cpu = results["cpu_ms_per_checkpoint"]
+    la0, la1 = results["load_average_whole_run"]["start"], results["load_average_whole_run"]["end"]
     print(
-        f"CPU/ckpt     server {cpu['server']:.2f} ms, postgres {cpu['postgres']:.2f} ms, "
-        f"load generator {cpu['bench']:.2f} ms -> capacity of 2 dedicated cores "
-        f"{results['capacity_2_cores']:.0f}/s; 1-min load average "
-        f"{results['load_average'][0]:.1f} -> {results['load_average'][1]:.1f} (2 CPUs)"
+        f"load average (1, 5, 15 min) at start {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f}, at end "
+        f"{la1[0]:.2f} {la1[1]:.2f} {la1[2]:.2f} ({os.cpu_count()} CPUs)"
     )
     for loop in ("asyncio", "uvloop"):
         print(

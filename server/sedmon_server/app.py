@@ -4,9 +4,9 @@
 
 `create_app` connects, applies migrations (unless settings.migrate_on_start is off) and
 mounts the routers. `app.state` holds: settings, engine, observers (CheckpointObserver,
-see sedmon_server.ingest), observability (Prometheus; `record_alert` hook) and
-firing_alerts (optional `(conn, run_ids) -> {run_id: count}` the alerts engine sets so
-run listings show firing alerts).
+see sedmon_server.ingest), observability (Prometheus; `record_alert` hook), token_cache
+(sedmon_server.auth.TokenCache) and firing_alerts (optional `(conn, run_ids) -> {run_id:
+count}` the alerts engine sets so run listings show firing alerts).
 
 Extensions: for each module in `extensions` (default: sedmon_server.alerts and
 sedmon_server.dashboard) that exists and defines `install(app: FastAPI) -> None`, the
@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from sedmon_server import __doc__ as package_doc
 from sedmon_server import migrations
 from sedmon_server.api import analysis, checkpoints, health, metrics, runs, spectrum, tokens
+from sedmon_server.auth import TokenCache
 from sedmon_server.body_limit import BodyLimit
 from sedmon_server.database import make_engine
 from sedmon_server.ingest import CheckpointObserver
@@ -90,6 +91,7 @@ def create_app(
     app.state.engine = engine
     app.state.observers = list(observers)
     app.state.observability = Observability(settings.active_run_seconds, settings.max_gauge_runs)
+    app.state.token_cache = TokenCache(settings.token_cache_seconds)
     app.state.firing_alerts = None
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -8,6 +8,12 @@ without a project. 401 (with WWW-Authenticate) without a token or with an unknow
 revoked one, 403 for a scope too small or a project not the token's.
 The dashboard's HttpOnly cookie `sedmon_token` stands in for the header on GET and HEAD
 requests that carry none (`credentials`).
+
+Stored tokens are looked up once per `TokenCache.ttl_s` (SEDMON_TOKEN_CACHE_SECONDS,
+default 5 s) per process, not on every request: a revocation through the API takes effect
+at once in the process that served it and within the TTL in every other process (other
+workers, replicas, `sedmon-server token revoke`). Unknown tokens are never cached, so a new
+token works at once.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import HTTPException, Request
 from sqlalchemy import Connection, Engine, select
+from starlette.concurrency import run_in_threadpool
 
 from sedmon_server import tables
 
@@ -88,30 +97,110 @@ def revoke_token(conn: Connection, token_id: int, project: str | None = None) ->
     return conn.execute(stmt.values(revoked_at=datetime.now(UTC))).rowcount > 0
 
 
+class TokenCache:
+    """Principals of stored tokens by token hash, each for `ttl_s` seconds (0: no cache).
+
+    Bounded (`max_entries`); `forget` drops a revoked token at once and makes lookups that
+    were in flight when it ran not store what they read (the generation check).
+    """
+
+    def __init__(
+        self,
+        ttl_s: float = 5.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token_hash: str) -> Principal | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if entry[1] <= self.clock():
+            self._entries.pop(token_hash, None)
+            return None
+        return entry[0]
+
+    def put(self, token_hash: str, principal: Principal, generation: int) -> None:
+        """Remember a principal read from the database when no `forget` ran since `generation`."""
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            if len(self._entries) >= self.max_entries:
+                now = self.clock()
+                self._entries = {h: e for h, e in self._entries.items() if e[1] > now}
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+            self._entries[token_hash] = (principal, self.clock() + self.ttl_s)
+
+    def forget(self, token_id: int) -> None:
+        """Drop a token (revoked in this process) from the cache."""
+        with self._lock:
+            self._generation += 1
+            self._entries = {h: e for h, e in self._entries.items() if e[0].token_id != token_id}
+
+
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="sedmon"'})
 
 
-def authenticate(engine: Engine, admin_token: str, authorization: str | None) -> Principal:
-    """The principal of an Authorization header; raises 401 when there is none."""
+def _bearer(authorization: str | None) -> str:
     if not authorization:
         raise _unauthorized("missing bearer token")
     kind, _, token = authorization.partition(" ")
     token = token.strip()
     if kind.lower() != "bearer" or not token:
         raise _unauthorized("expected 'Authorization: Bearer <token>'")
-    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(project=None, scope="admin")
+    return token
+
+
+def _is_admin_token(token: str, admin_token: str) -> bool:
+    return bool(admin_token) and hmac.compare_digest(token.encode(), admin_token.encode())
+
+
+def _stored_principal(engine: Engine, token_hash: str, cache: TokenCache | None) -> Principal:
+    generation = cache.generation if cache is not None else 0
     t = tables.tokens
     with engine.connect() as conn:
         row = conn.execute(
             select(t.c.id, t.c.project, t.c.scope).where(
-                t.c.token_hash == hash_token(token), t.c.revoked_at.is_(None)
+                t.c.token_hash == token_hash, t.c.revoked_at.is_(None)
             )
         ).first()
     if row is None:
         raise _unauthorized("unknown or revoked token")
-    return Principal(project=row.project, scope=row.scope, token_id=int(row.id))
+    principal = Principal(project=row.project, scope=row.scope, token_id=int(row.id))
+    if cache is not None:
+        cache.put(token_hash, principal, generation)
+    return principal
+
+
+def authenticate(
+    engine: Engine, admin_token: str, authorization: str | None, cache: TokenCache | None = None
+) -> Principal:
+    """The principal of an Authorization header; raises 401 when there is none."""
+    token = _bearer(authorization)
+    if _is_admin_token(token, admin_token):
+        return Principal(project=None, scope="admin")
+    token_hash = hash_token(token)
+    cached = cache.get(token_hash) if cache is not None else None
+    if cached is not None:
+        return cached
+    return _stored_principal(engine, token_hash, cache)
 
 
 def credentials(request: Request) -> str | None:
@@ -127,12 +216,25 @@ def credentials(request: Request) -> str | None:
     return f"Bearer {cookie}" if cookie else None
 
 
-def require(scope: str) -> Callable[[Request], Principal]:
-    """FastAPI dependency: the caller's principal, which must hold at least `scope`."""
+def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    """FastAPI dependency: the caller's principal, which must hold at least `scope`.
 
-    def dependency(request: Request) -> Principal:
+    Async, so the bootstrap token and cached tokens cost no hop to a worker thread; only a
+    database lookup (a token not cached) runs in the threadpool.
+    """
+
+    async def dependency(request: Request) -> Principal:
         state: Any = request.app.state
-        principal = authenticate(state.engine, state.settings.admin_token, credentials(request))
+        cache: TokenCache | None = getattr(state, "token_cache", None)
+        token = _bearer(credentials(request))
+        if _is_admin_token(token, state.settings.admin_token):
+            principal = Principal(project=None, scope="admin")
+        else:
+            token_hash = hash_token(token)
+            found = cache.get(token_hash) if cache is not None else None
+            if found is None:
+                found = await run_in_threadpool(_stored_principal, state.engine, token_hash, cache)
+            principal = found
         if not principal.has_scope(scope):
             raise HTTPException(403, f"this token's scope is {principal.scope!r}; needs {scope!r}")
         return principal

@@ -2,7 +2,8 @@
 
 For each checkpoint (DESIGN.md, "Data flow", step 3):
 
-1. lock the run row (PostgreSQL `SELECT ... FOR UPDATE`; SQLite `BEGIN IMMEDIATE`);
+1. lock the run row and read its group state, one statement (PostgreSQL `SELECT ... FOR
+   UPDATE OF runs`; SQLite `BEGIN IMMEDIATE`);
 2. check it: groups and lengths (422), finite numbers (422, plus a `non_finite` run event
    in a transaction of its own), the step against the last one (idempotent on (run,
    step): same payload 200, different payload 409, a step not after the last 409);
@@ -11,11 +12,14 @@ For each checkpoint (DESIGN.md, "Data flow", step 3):
    when the run has named groups (groups are disjoint blocks of the parameters);
 4. `window_spectra` for every configured window, every group and "all"; store them, the
    checkpoint (digest, positions, dot row) and its metrics; update the run and its
-   O(W_max k) group state. Nothing reads the run's history.
+   O(W_max k) group state, one statement on PostgreSQL (`ingest_store`). Nothing reads the
+   run's history.
 
 Observers (the alerts engine's hook). Anything passed to `create_app(observers=[...])`
 implementing `CheckpointObserver` is called inside the ingest transaction, each call in a
-SAVEPOINT: an observer that raises is logged and rolled back alone, never the checkpoint.
+SAVEPOINT: an observer that raises is logged and rolled back alone, never the checkpoint
+(the first savepoint travels with the writes, and the commit releases the last one, so a
+single checkpoint pays no round trip for them).
 Observers run after the call's rows are written (for a batch: all of them), once per new
 checkpoint in step order; a re-sent checkpoint (200) is not observed again.
 
@@ -43,8 +47,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import Connection, Engine, select
 
+from sedmon_core.phases import current_phase
 from sedmon_core.schemas import (
     ALL_GROUP,
     MAX_IDENTITY_DIM,
@@ -55,7 +60,7 @@ from sedmon_core.schemas import (
 )
 from sedmon_core.spectrum import WindowSpectrum, roll_gram, window_spectra
 from sedmon_server import tables
-from sedmon_server.metric_store import UPSERT
+from sedmon_server.ingest_store import IngestRows, lock_run, lock_run_with_state, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -63,37 +68,9 @@ PHASE_HISTORY = 128
 """Recent gap ratios per window kept on the run row for the live phase (bounded work)."""
 PHASE_MIN_POINTS = 3
 """Below this many windows the phase is "warmup"."""
-
-
-# Statements of the hot path, built once so SQLAlchemy's compiled cache serves them.
-_r, _gs, _ck = tables.runs, tables.group_state, tables.checkpoints
-LOCK_RUN = select(_r).where(_r.c.id == bindparam("run_id"))
-LOCK_RUN_FOR_UPDATE = LOCK_RUN.with_for_update()
-LOAD_STATE = select(_gs).where(_gs.c.run_id == bindparam("run_id"))
-INSERT_CHECKPOINT = _ck.insert()
-INSERT_SPECTRA = tables.spectra.insert()
-INSERT_STATE = _gs.insert()
-UPDATE_STATE = (
-    _gs.update()
-    .where(_gs.c.run_id == bindparam("b_run"), _gs.c.group_name == bindparam("b_group"))
-    .values({c: bindparam(c) for c in ("position", "deltas", "gram", "count")})
-)
-UPDATE_RUN = (
-    _r.update()
-    .where(_r.c.id == bindparam("b_id"))
-    .values(
-        {
-            c: bindparam(c)
-            for c in (
-                "last_step",
-                "last_checkpoint_at",
-                "num_checkpoints",
-                "group_dims",
-                "edge_series",
-            )
-        }
-    )
-)
+OBSERVER_SAVEPOINT = "sedmon_observer"
+"""The savepoint around each observer call: opened in the round trip that writes the rows,
+rolled back to when the observer raises, left for the commit to release after the last call."""
 
 
 @runtime_checkable
@@ -167,12 +144,27 @@ class _GroupState:
     count: int
     exists: bool
 
+    def row(self, group: str) -> dict[str, Any]:
+        """The group_state row to store (float64 little-endian bytes), and `exists`."""
+        return {
+            "group_name": group,
+            "position": self.position.astype("<f8").tobytes(),
+            "deltas": self.deltas.astype("<f8").tobytes(),
+            "gram": self.gram.astype("<f8").tobytes(),
+            "count": self.count,
+            "exists": self.exists,
+        }
+
 
 class _RunIngest:
     """One run's ingest inside one locked transaction (one checkpoint or a batch)."""
 
     def __init__(
-        self, conn: Connection, run: Mapping[str, Any], observers: Sequence[CheckpointObserver]
+        self,
+        conn: Connection,
+        run: Mapping[str, Any],
+        state_rows: Sequence[Mapping[str, Any]],
+        observers: Sequence[CheckpointObserver],
     ) -> None:
         self.conn = conn
         self.run = dict(run)
@@ -185,11 +177,9 @@ class _RunIngest:
         self.dims: list[int] | None = (
             [int(d) for d in run["group_dims"]] if run["group_dims"] is not None else None
         )
-        self.states = self._load_states()
+        self.states = self._load_states(state_rows)
         self.series = self._load_series()
-        self.pending_checkpoints: list[dict[str, Any]] = []
-        self.pending_spectra: list[dict[str, Any]] = []
-        self.pending_metrics: list[dict[str, Any]] = []
+        self.pending = IngestRows()
         self.pending_digests: dict[int, tuple[str, CheckpointAck]] = {}
         self.pending_observed: list[
             tuple[int, Mapping[tuple[str, int], WindowSpectrum], Mapping[str, float]]
@@ -197,8 +187,7 @@ class _RunIngest:
 
     # -- state ---------------------------------------------------------------------------
 
-    def _load_states(self) -> dict[str, _GroupState]:
-        rows = self.conn.execute(LOAD_STATE, {"run_id": self.run["id"]}).mappings()
+    def _load_states(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, _GroupState]:
         out: dict[str, _GroupState] = {}
         for row in rows:
             pos = np.frombuffer(row["position"], dtype=np.float64).copy()
@@ -297,53 +286,37 @@ class _RunIngest:
         return ack, True
 
     def flush(self) -> None:
-        """Write what `add` computed (bulk inserts, one state and run update), then tell the
-        observers, checkpoint by checkpoint, with every row of the call already written."""
-        conn = self.conn
-        if self.pending_checkpoints:
-            conn.execute(INSERT_CHECKPOINT, self.pending_checkpoints)
-        if self.pending_spectra:
-            conn.execute(INSERT_SPECTRA, self.pending_spectra)
-        if self.pending_metrics:
-            conn.execute(UPSERT[conn.dialect.name], self.pending_metrics)
-        if not self.pending_checkpoints:
+        """Write what `add` computed (`ingest_store.write_rows`: one statement on PostgreSQL),
+        then tell the observers, checkpoint by checkpoint, with every row of the call written."""
+        pending = self.pending
+        if not pending.checkpoints:
             return
+        conn = self.conn
         run_id = int(self.run["id"])
+        pending.states = [self.states[g].row(g) for g in self.groups]
+        pending.run = {
+            "last_step": self.run["last_step"],
+            "last_checkpoint_at": self.run["last_checkpoint_at"],
+            "num_checkpoints": self.run["num_checkpoints"],
+            "group_dims": self.dims,
+            "edge_series": self.run["edge_series"],
+        }
+        calls = [(obs, observed) for observed in self.pending_observed for obs in self.observers]
+        write_rows(conn, run_id, pending, OBSERVER_SAVEPOINT if calls else None)
         for g in self.groups:
-            st = self.states[g]
-            values = {
-                "position": st.position.astype("<f8").tobytes(),
-                "deltas": st.deltas.astype("<f8").tobytes(),
-                "gram": st.gram.astype("<f8").tobytes(),
-                "count": st.count,
-            }
-            if st.exists:
-                conn.execute(UPDATE_STATE, {"b_run": run_id, "b_group": g, **values})
-            else:
-                conn.execute(INSERT_STATE, {"run_id": run_id, "group_name": g, **values})
-                st.exists = True
-        conn.execute(
-            UPDATE_RUN,
-            {
-                "b_id": run_id,
-                "last_step": self.run["last_step"],
-                "last_checkpoint_at": self.run["last_checkpoint_at"],
-                "num_checkpoints": self.run["num_checkpoints"],
-                "group_dims": self.dims,
-                "edge_series": self.run["edge_series"],
-            },
-        )
-        self.pending_checkpoints, self.pending_spectra, self.pending_metrics = [], [], []
-        for step, spectra, metrics in self.pending_observed:
-            for obs in self.observers:
-                try:
-                    with conn.begin_nested():
-                        obs.on_checkpoint(conn, self.run, step, spectra, metrics)
-                except Exception:
-                    log.exception(
-                        "checkpoint observer %r failed (run %s, step %s)", obs, run_id, step
-                    )
+            self.states[g].exists = True
+        self.pending = IngestRows()
         self.pending_observed = []
+        for i, (obs, (step, spectra, metrics)) in enumerate(calls):
+            if i:
+                conn.exec_driver_sql(f"SAVEPOINT {OBSERVER_SAVEPOINT}")
+            try:
+                obs.on_checkpoint(conn, self.run, step, spectra, metrics)
+            except Exception:
+                conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {OBSERVER_SAVEPOINT}")
+                log.exception("checkpoint observer %r failed (run %s, step %s)", obs, run_id, step)
+            if i < len(calls) - 1:  # the commit releases the last one
+                conn.exec_driver_sql(f"RELEASE SAVEPOINT {OBSERVER_SAVEPOINT}")
 
     def _repeat(self, step: int, digest: str, last: int) -> CheckpointAck:
         if step in self.pending_digests:  # the same step twice in one batch
@@ -448,10 +421,8 @@ class _RunIngest:
         lags: int,
         now: datetime,
     ) -> None:
-        run_id = int(self.run["id"])
-        self.pending_checkpoints.append(
+        self.pending.checkpoints.append(
             {
-                "run_id": run_id,
                 "step": cp.step,
                 "created_at": now,
                 "digest": digest,
@@ -460,9 +431,8 @@ class _RunIngest:
                 "dots": None if dot_rows is None else dot_rows.astype("<f8").tobytes(),
             }
         )
-        self.pending_spectra.extend(
+        self.pending.spectra.extend(
             {
-                "run_id": run_id,
                 "group_name": g,
                 "window": w,
                 "step": cp.step,
@@ -481,9 +451,8 @@ class _RunIngest:
             }
             for (g, w), sp in spectra.items()
         )
-        self.pending_metrics.extend(
-            {"run_id": run_id, "name": n, "step": cp.step, "value": float(v)}
-            for n, v in sorted(cp.metrics.items())
+        self.pending.metrics.extend(
+            {"name": n, "step": cp.step, "value": float(v)} for n, v in sorted(cp.metrics.items())
         )
         self.run.update(
             last_step=cp.step,
@@ -497,15 +466,11 @@ class _RunIngest:
 def live_phase(series: np.ndarray) -> str:
     """Phase of the newest point of a recent gap-ratio series: warmup, rise, plateau, collapse.
 
-    Uses sedmon_core.phases.current_phase (threshold method) when that module is present;
-    with fewer than PHASE_MIN_POINTS windows the run is still in "warmup".
+    sedmon_core.phases.current_phase (threshold method); with fewer than PHASE_MIN_POINTS
+    windows the run is still in "warmup".
     """
     if series.size < PHASE_MIN_POINTS:
         return "warmup"
-    try:
-        from sedmon_core.phases import current_phase
-    except ImportError:  # pragma: no cover - phases ships with sedmon_core
-        return "rise"
     return current_phase(series) or "warmup"
 
 
@@ -533,12 +498,6 @@ def stored_edge(conn: Connection, run_id: int, step: int, window: int) -> EdgeSu
     )
 
 
-def _lock_run(conn: Connection, run_id: int) -> Mapping[str, Any] | None:
-    stmt = LOCK_RUN_FOR_UPDATE if conn.dialect.name == "postgresql" else LOCK_RUN
-    row = conn.execute(stmt, {"run_id": run_id}).mappings().first()
-    return None if row is None else dict(row)
-
-
 def ingest(
     engine: Engine,
     run_id: int,
@@ -554,10 +513,10 @@ def ingest(
     """
     try:
         with engine.connect().execution_options(immediate=True) as conn, conn.begin():
-            run = _lock_run(conn, run_id)
-            if run is None or not visible(run["project"]):
+            locked = lock_run_with_state(conn, run_id)
+            if locked is None or not visible(locked[0]["project"]):
                 raise IngestError(404, f"run {run_id} not found")
-            job = _RunIngest(conn, run, observers)
+            job = _RunIngest(conn, locked[0], locked[1], observers)
             acks: list[CheckpointAck] = []
             created = 0
             for i, cp in enumerate(checkpoints):
@@ -585,7 +544,7 @@ def record_non_finite(
 ) -> None:
     """Store a non_finite run event for a rejected checkpoint and tell the observers."""
     with engine.connect().execution_options(immediate=True) as conn, conn.begin():
-        run = _lock_run(conn, run_id)
+        run = lock_run(conn, run_id)
         if run is None:
             return
         conn.execute(

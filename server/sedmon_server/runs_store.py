@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sedmon_core.schemas import ALL_GROUP, EdgeSummary, RunCreate, RunOut, SketchSpecIn
 from sedmon_server import tables
 
-RUN_STATES: tuple[str, ...] = ("running", "finished")
+RUN_STATES: tuple[str, ...] = ("running", "finished", "failed")
 
 
 class RunConflict(Exception):
@@ -126,12 +126,14 @@ def list_runs(
     return [dict(row) for row in rows], int(total)
 
 
-def finish_run(conn: Connection, run_id: int) -> None:
+def finish_run(conn: Connection, run_id: int, state: str = "finished") -> None:
+    """End the run as `finished` or `failed`; the same state again changes nothing, and
+    another one replaces it (the latest report of how the run ended wins)."""
     r = tables.runs
     conn.execute(
         r.update()
-        .where(r.c.id == run_id, r.c.state != "finished")
-        .values(state="finished", finished_at=datetime.now(UTC))
+        .where(r.c.id == run_id, r.c.state != state)
+        .values(state=state, finished_at=datetime.now(UTC))
     )
 
 

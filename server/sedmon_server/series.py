@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from sedmon_server import tables
+from sedmon_server.database import rows_binary
 
 SCALAR_FIELDS: tuple[str, ...] = (
     "signal_rank",
@@ -51,7 +52,7 @@ def spectrum_series(
     stmt = select(*cols).where(s.c.run_id == run_id, s.c.group_name == group, s.c.window == window)
     if since_step is not None:
         stmt = stmt.where(s.c.step > since_step)
-    rows = conn.execute(stmt.order_by(s.c.step)).all()
+    rows = rows_binary(conn, stmt.order_by(s.c.step))
     n = len(rows)
     cols_t: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in cols]
     steps = np.asarray(cols_t[0], dtype=np.int64)

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     """A run with no checkpoint for this long drops out of the per-run Prometheus gauges."""
     max_gauge_runs: int = Field(default=1000, ge=1)
     """Cap on the number of runs the per-run gauges report (the most recently active)."""
+    token_cache_seconds: float = Field(default=5.0, ge=0)
+    """How long a process trusts a stored token it looked up (0: every request asks the
+    database): the longest a token revoked elsewhere keeps working in this process."""
 
     def resolved_database_url(self) -> str:
         """The URL to connect to: the configured one, or the SQLite file under home."""

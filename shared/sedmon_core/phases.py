@@ -105,6 +105,21 @@ def segment_phases(
     empty labels; a flat series is all plateau; a series that ends at its peak has no
     collapse. Raises ValueError for non-finite values or an unknown method.
     """
+    y = _checked(series, method)
+    n = y.size
+    if n == 0:
+        return Phases(method, (), None, None, None, None, ())
+    peak, start, collapse = _segment(y, method, plateau_fraction, tau, smooth, slope)
+    plateau_end = (collapse - 1) if collapse is not None else n - 1
+    labels = tuple(
+        "rise" if i < start else "collapse" if collapse is not None and i >= collapse else "plateau"
+        for i in range(n)
+    )
+    boundaries = tuple(b for b in (start if start > 0 else None, collapse) if b is not None)
+    return Phases(method, labels, peak, start, plateau_end, collapse, boundaries)
+
+
+def _checked(series: np.ndarray, method: str) -> np.ndarray:
     y = np.asarray(series, dtype=np.float64)
     if y.ndim != 1:
         raise ValueError(f"series must be 1-D, got shape {y.shape}")
@@ -112,9 +127,14 @@ def segment_phases(
         raise ValueError("series must be finite")
     if method not in PHASE_METHODS:
         raise ValueError(f"unknown phase method {method!r}; use one of {', '.join(PHASE_METHODS)}")
+    return y
+
+
+def _segment(
+    y: np.ndarray, method: str, plateau_fraction: float, tau: float, smooth: int, slope: float
+) -> tuple[int, int, int | None]:
+    """(peak, plateau start, collapse index or None) of a non-empty checked series."""
     n = y.size
-    if n == 0:
-        return Phases(method, (), None, None, None, None, ())
     collapse: int | None
     if method == "derivative":
         smoothed = trailing_mean(y, smooth)
@@ -133,13 +153,7 @@ def segment_phases(
         else:
             below = np.flatnonzero(y[peak + 1 :] < tau)
             collapse = peak + 1 + int(below[0]) if below.size and y[peak] >= tau else None
-    plateau_end = (collapse - 1) if collapse is not None else n - 1
-    labels = tuple(
-        "rise" if i < start else "collapse" if collapse is not None and i >= collapse else "plateau"
-        for i in range(n)
-    )
-    boundaries = tuple(b for b in (start if start > 0 else None, collapse) if b is not None)
-    return Phases(method, labels, peak, start, plateau_end, collapse, boundaries)
+    return peak, start, collapse
 
 
 def current_phase(
@@ -157,10 +171,16 @@ def current_phase(
     last point > -slope, i.e. > +0.01) is "rise": its latest peak is not a plateau yet.
     None for an empty series.
     """
-    phases = segment_phases(series, method, plateau_fraction, tau, smooth, slope)
-    if not phases.labels:
+    y = _checked(series, method)
+    n = y.size
+    if n == 0:
         return None
-    label = phases.labels[-1]
-    if label == "plateau" and float(smoothed_derivative(series, smooth)[-1]) > -slope:
+    _, start, collapse = _segment(y, method, plateau_fraction, tau, smooth, slope)
+    # The label segment_phases gives the last point, without labelling the others.
+    if n - 1 < start:
         return "rise"
-    return label
+    if collapse is not None and n - 1 >= collapse:
+        return "collapse"
+    if float(smoothed_derivative(y, smooth)[-1]) > -slope:
+        return "rise"
+    return "plateau"

@@ -91,3 +91,14 @@ def test_current_phase_on_the_plateau_is_plateau() -> None:
 
 def test_current_phase_of_an_empty_series_is_none() -> None:
     assert current_phase(np.array([])) is None
+
+
+@pytest.mark.parametrize("method", ["peak", "derivative", "threshold"])
+def test_current_phase_is_the_last_label_of_the_segmentation(method: str) -> None:
+    for seed in range(3):
+        y = _rise_plateau_collapse(seed)
+        for n in range(1, y.size + 1):
+            last = segment_phases(y[:n], method=method).labels[-1]
+            climbing = n > 1 and float(np.gradient(trailing_mean(y[:n], 5))[-1]) > 0.01
+            expected = "rise" if last == "plateau" and climbing else last
+            assert current_phase(y[:n], method=method) == expected, (seed, n)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from servertest import new_run, post, random_walk, unique
+from servertest import make_app, new_run, post, random_walk, unique
+
+from sedmon_server.auth import Principal, TokenCache, revoke_token
 
 pytestmark = pytest.mark.postgres
 
@@ -122,3 +126,63 @@ def test_project_admin_manages_only_its_project(client: TestClient, pg_app: Fast
     )
     assert admin.post("/api/v1/tokens", json={"scope": "admin"}).status_code == 403
     assert {t["project"] for t in admin.get("/api/v1/tokens").json()["tokens"]} == {project}
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_revoked_by_another_process_works_until_the_cache_ttl_ends(
+    client: TestClient, postgres_url: str, tmp_path: Any
+) -> None:
+    app = make_app(postgres_url, tmp_path, token_cache_seconds=5.0)
+    clock = ManualClock()
+    app.state.token_cache = TokenCache(ttl_s=5.0, clock=clock)
+    created = client.post("/api/v1/tokens", json={"project": unique("p"), "scope": "read"}).json()
+    reader = as_(app, created["token"])
+    assert reader.get("/api/v1/runs").status_code == 200
+    # Revoked elsewhere (another worker, replica or the CLI): this process asked 0 s ago.
+    with app.state.engine.begin() as conn:
+        assert revoke_token(conn, int(created["id"]))
+    clock.now += 4.9
+    assert reader.get("/api/v1/runs").status_code == 200
+    clock.now += 0.2
+    assert reader.get("/api/v1/runs").status_code == 401
+    app.state.engine.dispose()
+
+
+def test_without_a_token_cache_a_revocation_elsewhere_counts_at_the_next_request(
+    client: TestClient, postgres_url: str, tmp_path: Any
+) -> None:
+    app = make_app(postgres_url, tmp_path, token_cache_seconds=0)
+    created = client.post("/api/v1/tokens", json={"project": unique("p"), "scope": "read"}).json()
+    reader = as_(app, created["token"])
+    assert reader.get("/api/v1/runs").status_code == 200
+    with app.state.engine.begin() as conn:
+        assert revoke_token(conn, int(created["id"]))
+    assert reader.get("/api/v1/runs").status_code == 401
+    app.state.engine.dispose()
+
+
+def test_a_lookup_that_raced_a_revocation_is_not_cached() -> None:
+    cache = TokenCache(ttl_s=5.0)
+    principal = Principal(project="p", scope="read", token_id=7)
+    generation = cache.generation  # a request read the token from the database here ...
+    cache.forget(7)  # ... the token was revoked in this process meanwhile ...
+    cache.put("hash-7", principal, generation)  # ... and the request finishes its lookup
+    assert cache.get("hash-7") is None
+    cache.put("hash-7", principal, cache.generation)
+    assert cache.get("hash-7") == principal
+
+
+def test_the_token_cache_is_bounded() -> None:
+    clock = ManualClock()
+    cache = TokenCache(ttl_s=5.0, max_entries=3, clock=clock)
+    for i in range(10):
+        cache.put(f"hash-{i}", Principal(project="p", scope="read", token_id=i), 0)
+        assert len(cache) <= 3
+    assert cache.get("hash-9") is not None

@@ -46,7 +46,10 @@ def test_migrate_then_token_create_list_revoke(
     )
     tok = capsys.readouterr().out.strip()
     assert tok.startswith("sedmon_")
-    app = create_app(Settings(database_url=url, home=tmp_path), extensions=())
+    # No token cache: a revocation by another process counts at the next request.
+    app = create_app(
+        Settings(database_url=url, home=tmp_path, token_cache_seconds=0), extensions=()
+    )
     reader = TestClient(app, headers={"Authorization": f"Bearer {tok}"})
     assert reader.get("/api/v1/runs").status_code == 200
     assert main(["token", "--database-url", url, "list"]) == 0

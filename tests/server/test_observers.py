@@ -94,3 +94,57 @@ def test_batch_observes_every_checkpoint_after_writing_them(observed: Any) -> No
     assert r.status_code == 201
     assert [s for s, _, _, _ in recorder.seen] == list(range(6))
     assert {last for _, last, _, _ in recorder.seen} == {5}
+
+
+class WritesThenFailsOnOddSteps:
+    """Writes a run event per checkpoint, then raises on odd steps (after its write)."""
+
+    def on_checkpoint(
+        self, conn: Connection, run: Mapping[str, Any], step: int, *args: Any
+    ) -> None:
+        conn.execute(
+            tables.run_events.insert().values(
+                run_id=run["id"],
+                kind="observed",
+                step=step,
+                created_at=run["last_checkpoint_at"],
+                details={},
+            )
+        )
+        if step % 2:
+            raise RuntimeError("boom after writing")
+
+    def on_non_finite(self, conn: Connection, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_failing_observer_loses_its_own_writes_only(
+    postgres_url: str, tmp_path: Path, batch: bool
+) -> None:
+    recorder = Recorder()
+    app = create_app(
+        Settings(database_url=postgres_url, home=tmp_path, admin_token=ADMIN),
+        observers=[WritesThenFailsOnOddSteps(), recorder],
+        extensions=(),
+    )
+    client = TestClient(app, headers=AUTH)
+    rid = new_run(client, windows=[3])
+    cps = random_walk(5, 16)
+    if batch:
+        body = {"checkpoints": [{"step": i, "sketch": cp} for i, cp in enumerate(cps)]}
+        assert client.post(f"/api/v1/runs/{rid}/checkpoints:batch", json=body).status_code == 201
+    else:
+        for i, cp in enumerate(cps):
+            assert post(client, rid, i, cp).status_code == 201
+    e = tables.run_events
+    with app.state.engine.connect() as conn:
+        observed = conn.execute(
+            select(e.c.step).where(e.c.run_id == rid, e.c.kind == "observed").order_by(e.c.step)
+        ).scalars()
+        assert list(observed) == [0, 2, 4]
+        c = tables.checkpoints
+        steps = select(c.c.step).where(c.c.run_id == rid).order_by(c.c.step)
+        assert conn.execute(steps).scalars().all() == [0, 1, 2, 3, 4]
+    assert [s for s, _, _, _ in recorder.seen] == [0, 1, 2, 3, 4]
+    app.state.engine.dispose()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from servertest import new_run, post, random_walk, unique
+from servertest import new_run, post, random_walk, snapshot, unique
+from sqlalchemy import Engine
 
 pytestmark = pytest.mark.postgres
 
@@ -99,6 +100,64 @@ def test_finish_marks_the_run_finished_and_is_idempotent(client: TestClient) -> 
     assert client.post(f"/api/v1/runs/{rid}/finish").json()["state"] == "finished"
     assert client.post(f"/api/v1/runs/{rid}/finish").status_code == 200
     assert client.get(f"/api/v1/runs/{rid}").json()["state"] == "finished"
+
+
+def test_finish_with_state_failed_marks_the_run_failed(client: TestClient) -> None:
+    rid = new_run(client)
+    r = client.post(f"/api/v1/runs/{rid}/finish", json={"state": "failed"})
+    assert r.status_code == 200 and r.json()["state"] == "failed"
+    assert client.get(f"/api/v1/runs/{rid}").json()["state"] == "failed"
+    listed = client.get("/api/v1/runs", params={"state": "failed", "limit": 1000}).json()
+    assert rid in [run["id"] for run in listed["runs"]]
+
+
+@pytest.mark.parametrize("body", [None, b"", b"{}", b'{"state": "finished"}'])
+def test_finish_without_a_state_or_with_finished_marks_the_run_finished(
+    client: TestClient, body: bytes | None
+) -> None:
+    rid = new_run(client)
+    url = f"/api/v1/runs/{rid}/finish"
+    headers = {"content-type": "application/json"}
+    r = client.post(url) if body is None else client.post(url, content=body, headers=headers)
+    assert r.status_code == 200 and r.json()["state"] == "finished"
+
+
+def test_finish_the_same_state_again_keeps_the_first_end_time(
+    client: TestClient, engine: Engine
+) -> None:
+    rid = new_run(client)
+    client.post(f"/api/v1/runs/{rid}/finish", json={"state": "failed"})
+    before = snapshot(engine, rid)
+    assert client.post(f"/api/v1/runs/{rid}/finish", json={"state": "failed"}).status_code == 200
+    assert snapshot(engine, rid) == before
+
+
+def test_a_later_finish_with_the_other_state_replaces_it(client: TestClient) -> None:
+    rid = new_run(client)
+    client.post(f"/api/v1/runs/{rid}/finish", json={"state": "failed"})
+    r = client.post(f"/api/v1/runs/{rid}/finish", json={"state": "finished"})
+    assert r.json()["state"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b'{"state": "crashed"}', 422),
+        (b'{"state": null}', 422),
+        (b'{"state": "failed", "reason": "oom"}', 422),
+        (b'{"state": ', 400),
+    ],
+)
+def test_finish_with_a_bad_body_is_refused_and_changes_nothing(
+    client: TestClient, engine: Engine, body: bytes, status: int
+) -> None:
+    rid = new_run(client)
+    before = snapshot(engine, rid)
+    r = client.post(
+        f"/api/v1/runs/{rid}/finish", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == status and "detail" in r.json()
+    assert snapshot(engine, rid) == before and before["run"]["state"] == "running"
 
 
 def test_unknown_run_is_404(client: TestClient) -> None:

@@ -1,13 +1,13 @@
-"""Runs: create (idempotent), list, read one, finish."""
+"""Runs: create (idempotent), list, read one, finish (as finished or failed)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from sqlalchemy import Engine
 
-from sedmon_core.schemas import PROJECT_PATTERN, RunCreate, RunList, RunOut
+from sedmon_core.schemas import PROJECT_PATTERN, FinishIn, RunCreate, RunList, RunOut
 from sedmon_server.api.dependencies import (
     BAD_INPUT,
     ERROR_RESPONSES,
@@ -112,17 +112,27 @@ def get(
     return run_out(row, latest, _firing(request, engine, [run_id]).get(run_id, 0))
 
 
-@router.post("/{run_id}/finish", response_model=RunOut, responses={**ERROR_RESPONSES, **NOT_FOUND})
+@router.post(
+    "/{run_id}/finish",
+    response_model=RunOut,
+    responses={**ERROR_RESPONSES, **NOT_FOUND, **BAD_INPUT},
+)
 def finish(
     run_id: int,
     request: Request,
     principal: Annotated[Principal, Depends(require("ingest"))],
     engine: Annotated[Engine, Depends(engine_of)],
+    body: Annotated[FinishIn | None, Body()] = None,
 ) -> RunOut:
-    """Mark the run finished (idempotent). Late checkpoints are still accepted."""
+    """Mark the run `finished`, or `failed` with `{"state": "failed"}` (no body: finished).
+
+    Idempotent; a later call with the other state replaces it. Late checkpoints are still
+    accepted.
+    """
+    state = body.state if body is not None else "finished"
     with engine.begin() as conn:
         visible_run(conn, run_id, principal)
-        finish_run(conn, run_id)
+        finish_run(conn, run_id, state)
         row = visible_run(conn, run_id, principal)
         latest = latest_edges(conn, [row])[run_id]
     request.app.state.observability.forget_run(run_id)

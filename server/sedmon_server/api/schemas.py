@@ -16,6 +16,12 @@ class MetricsAck(BaseModel):
     stored: int
 
 
+class MetricsBatchAck(BaseModel):
+    run_id: int
+    points: int = Field(description="Points in the batch")
+    stored: int = Field(description="(name, step) values written (a repeated pair counts once)")
+
+
 class MetricSeries(BaseModel):
     name: str
     steps: list[int]

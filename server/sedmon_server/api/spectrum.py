@@ -22,6 +22,8 @@ from sedmon_server.series import SCALAR_FIELDS, spectrum_series
 
 router = APIRouter(prefix="/api/v1/runs", tags=["spectra"])
 
+POINT_KEYS: tuple[str, ...] = ("step", "sigma", "ratios", *SCALAR_FIELDS)
+
 
 @router.get(
     "/{run_id}/spectrum",
@@ -54,13 +56,13 @@ def get_spectrum(
         series = spectrum_series(conn, run_id, group, w, since_step)
     if format == "csv":
         return Response(spectrum_csv(series), media_type="text/csv")
-    sigma = series.sigma.tolist()
-    ratios = series.ratios.tolist()
-    scal = {f: series.scalars[f].tolist() for f in SCALAR_FIELDS}
-    points = [
-        {"step": step, "sigma": sigma[i], "ratios": ratios[i], **{f: scal[f][i] for f in scal}}
-        for i, step in enumerate(series.steps.tolist())
-    ]
+    columns = (
+        series.steps.tolist(),
+        series.sigma.tolist(),
+        series.ratios.tolist(),
+        *(series.scalars[f].tolist() for f in SCALAR_FIELDS),
+    )
+    points = [dict(zip(POINT_KEYS, values, strict=True)) for values in zip(*columns, strict=True)]
     body = {
         "run_id": run_id,
         "window": w,

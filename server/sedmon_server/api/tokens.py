@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from sqlalchemy import Engine, select
 
 from sedmon_server import tables
@@ -73,11 +73,14 @@ def list_(
 )
 def revoke(
     token_id: int,
+    request: Request,
     principal: Annotated[Principal, Depends(require("admin"))],
     engine: Annotated[Engine, Depends(engine_of)],
 ) -> Response:
-    """Revoke a token; it stops working at once."""
+    """Revoke a token; it stops working at once here, within SEDMON_TOKEN_CACHE_SECONDS in
+    other server processes."""
     with engine.begin() as conn:
         if not revoke_token(conn, token_id, principal.project):
             raise HTTPException(404, f"token {token_id} not found or already revoked")
+    request.app.state.token_cache.forget(token_id)
     return Response(status_code=204)
