@@ -344,7 +344,12 @@ class Sender:
             if self._fatal:
                 return True
             if self._offline:  # all is spooled; when closing, after one last probe
-                return not self._closing or self._close_probe_done
+                # that was refused, or until finish's bound (a slow server is waited for)
+                if not self._closing:
+                    return True
+                refused = self._conn is None or self._conn.refused
+                late = time.monotonic() >= self._close_deadline
+                return self._close_probe_done and (refused or late)
             return self._spool is None or not self._spool.has_pending()
 
     # -- spool ------------------------------------------------------------------------------
@@ -475,7 +480,7 @@ class Sender:
         self._offline = True
         hint = self._conn.retry_after_hint if self._conn else None
         wait = hint if hint is not None else random.uniform(0.5, 1.0) * self._probe_backoff
-        self._next_probe = time.monotonic() + (0.0 if self._closing else wait)
+        self._next_probe = time.monotonic() + (min(wait, 0.5) if self._closing else wait)
         self._probe_backoff = min(self.settings.max_backoff_s, self._probe_backoff * 2)
 
     def _deadline(self) -> Callable[[], float]:
