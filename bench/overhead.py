@@ -10,10 +10,12 @@ and after, the command, each run's wall time and the ratio of the medians; then,
 figure that a busy machine disturbs less, what the client cost in time on the training
 thread (init, log calls, sketches, finish) and in CPU time elsewhere (its sender thread,
 the server's extra work), against the run without it. `--markdown` prints the
-docs/benchmarks.md section.
+docs/benchmarks.md section. `--interleave` instead trains both models in lockstep in one
+process (a step of one, a step of the other), which a shared machine's changing load
+disturbs far less; the client's background work then slows both sides.
 
     .venv/bin/python bench/overhead.py [--steps 300] [--repeats 3] [--every 50]
-                                       [--log-every 1] [--markdown]
+                                       [--log-every 1] [--markdown] [--interleave]
 """
 
 from __future__ import annotations
@@ -140,6 +142,48 @@ def train(
     return time.perf_counter() - t0, params, cost
 
 
+def _step(model: nn.Module, opt: torch.optim.Optimizer, batch: torch.Tensor) -> float:
+    logits = model(batch[:, :-1])
+    loss = F.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.item())
+
+
+def train_interleaved(
+    steps: int, run_kwargs: dict[str, object], log_every: int = 1
+) -> tuple[float, float]:
+    """Two identical models trained in lockstep, one step each in turn, the second with the
+    client: (seconds of the first's steps, seconds of the second's steps plus init and
+    finish). Both see the same machine load step by step; the client's background work
+    (sender thread, server) slows both, so it counts about half here."""
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = TinyGPT()
+        models.append((model, torch.optim.AdamW(model.parameters(), lr=3e-4)))
+    (plain, plain_opt), (watched, watched_opt) = models
+    data = torch.randint(0, 256, (steps, 16, 65))
+    t0 = time.perf_counter()
+    run = sedmon.init(model=watched, optimizer=watched_opt, **run_kwargs)  # type: ignore[arg-type]
+    with_s = time.perf_counter() - t0
+    without_s = 0.0
+    for step in range(steps):
+        t0 = time.perf_counter()
+        _step(plain, plain_opt, data[step])
+        t1 = time.perf_counter()
+        value = _step(watched, watched_opt, data[step])
+        if step % log_every == 0:
+            run.log({"loss": value})
+        t2 = time.perf_counter()
+        without_s += t1 - t0
+        with_s += t2 - t1
+    t0 = time.perf_counter()
+    run.finish()
+    return without_s, with_s + time.perf_counter() - t0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -172,7 +216,15 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--log-every", type=int, default=1, help="run.log every N steps")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="train both runs in lockstep in one process (steadier on a shared machine)",
+    )
     args = parser.parse_args()
+    if args.interleave:
+        interleaved(args)
+        return
 
     load_before = _loadavg()
     without: list[float] = []
@@ -284,6 +336,45 @@ def main() -> None:
             f"{med(server_without)} s without the client); "
             f"{statistics.median([c.posts for c in costs]):.0f} posts per run."
         )
+
+
+def interleaved(args: argparse.Namespace) -> None:
+    """The --interleave measurement: per repeat, the ratio of the client's steps to the
+    plain ones, trained in lockstep."""
+    load_before = _loadavg()
+    ratios: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_server(Path(tmp))
+        try:
+            train(20, None)  # warm-up: allocator, kernels
+            for r in range(args.repeats):
+                kwargs = {
+                    "project": "bench",
+                    "name": f"interleaved-{os.getpid()}-{r}",
+                    "server": url,
+                    "token": TOKEN,
+                    "every": args.every,
+                    "spool_dir": Path(tmp) / "spool",
+                }
+                without_s, with_s = train_interleaved(args.steps, kwargs, args.log_every)
+                ratios.append(with_s / without_s)
+                print(
+                    f"repeat {r}: without {without_s:.2f} s, with {with_s:.2f} s, "
+                    f"ratio {ratios[-1]:.4f} (load {_loadavg()})"
+                )
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    command = (
+        f"bench/overhead.py --interleave --steps {args.steps} --repeats {args.repeats} "
+        f"--every {args.every} --log-every {args.log_every}"
+    )
+    ratio = statistics.median(ratios)
+    print(f"`{command}`; load average before {load_before}, after {_loadavg()}")
+    print(
+        f"ratios {', '.join(f'{x:.4f}' for x in ratios)}; median {ratio:.4f} "
+        f"({(ratio - 1) * 100:+.2f} %)"
+    )
 
 
 def _process_cpu_seconds(pid: int) -> float:
