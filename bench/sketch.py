@@ -13,6 +13,9 @@ Per size D (millions of float32 parameters, on CPU, in a model-like layout of 4 
   - extra memory: peak RSS during the sketch minus RSS before it, in a fresh child
     process per method (Linux clear_refs resets the peak), so what the sketcher
     allocates is measured, not the parameters.
+CPU times are paired and cache-cold: each repeat evicts the caches (a 64 MB write),
+times the read, evicts again and times the countsketch; the ratio is the median of the
+per-repeat ratios, so a slow moment of a shared machine hits both sides of a pair.
 Medians of `--repeats`; ratios against the read of the same run. With CUDA present the
 same on the GPU (124M parameters, CUDA events). Writes bench/results/sketch.json.
 """
@@ -68,6 +71,36 @@ def timed(
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+_EVICT = torch.empty(0)
+
+
+def evict_caches() -> None:
+    """Write 64 MB (twice the last-level cache of common servers) so that the next timed
+    call reads the parameters from memory, as a training step's sketch would."""
+    global _EVICT
+    if not _EVICT.numel():
+        _EVICT = torch.empty(16 * 2**20, dtype=torch.float32)
+    _EVICT.fill_(1.0)
+
+
+def paired_cold(
+    first: Callable[[], Any], second: Callable[[], Any], repeats: int
+) -> tuple[float, float, float]:
+    """Median times of first and second, and the median of second/first per repeat; each
+    call after a cache eviction, the two alternating."""
+    first()
+    second()
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, out in ((first, a), (second, b)):
+            evict_caches()
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    ratios = [y / x for x, y in zip(a, b, strict=True)]
+    return statistics.median(a), statistics.median(b), statistics.median(ratios)
 
 
 def rss_bytes() -> int:
@@ -132,8 +165,11 @@ def cpu_size(millions: float, dim: int, repeats: int, sample: int) -> dict[str, 
     def nothing() -> None:
         return None
 
-    read = timed(lambda: [t.sum() for _, t in params], repeats, nothing)
-    count = timed(lambda: sketch_groups(spec, params, groups), repeats, nothing)
+    read, count, ratio = paired_cold(
+        lambda: [t.sum() for _, t in params],
+        lambda: sketch_groups(spec, params, groups),
+        repeats,
+    )
     gspec = SketchSpec("gaussian", dim, 0)
     flat = params[0][1].reshape(-1)
     half = sample // 2
@@ -153,7 +189,7 @@ def cpu_size(millions: float, dim: int, repeats: int, sample: int) -> dict[str, 
         "countsketch_s": count,
         "gaussian_s_scaled": gaussian,
         "gaussian_linearity": g_full / g_half,
-        "countsketch_over_read": count / read,
+        "countsketch_over_read": ratio,
         "gaussian_over_countsketch": gaussian / count,
         "extra_mb": {m: b / 2**20 for m, b in memory.items()},
         "read_gb_s": n * 4 / read / 1e9,
@@ -186,7 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,50", help="millions of parameters, comma list")
     parser.add_argument("--dim", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--quick", action="store_true", help="sizes 2 and 5, 3 repeats, 100 K")
     parser.add_argument("--gaussian-sample", type=int, default=GAUSSIAN_SAMPLE)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)

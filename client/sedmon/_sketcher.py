@@ -1,23 +1,28 @@
 """Torch sketcher: sedmon_core.sketch's definition evaluated on the parameters' own device.
 
 Same numbers as the numpy reference (to float64 rounding), chunk by chunk: the extra
-memory is a fixed buffer (at most `chunk_elems` float64, 16 MB by default on CUDA, 2 MB
-on CPU), never a copy of the model. No autograd. Non-contiguous tensors are read in
-row ranges; shards (DTensor, FSDP flat shards) are sketched with their global element
-offsets, and `all_reduce_sketches` sums the partial sketches over ranks.
+memory is a fixed buffer (at most `chunk_elems` float64, 16 MB by default on CUDA, 8 MB
+on CPU) and a 1 MB bucket matrix, never a copy of the model. No autograd. Non-contiguous
+tensors are read in row ranges; shards (DTensor, FSDP flat shards) are sketched with
+their global element offsets, and `all_reduce_sketches` sums the partial sketches over
+ranks.
 
 Countsketch per chunk of whole blocks (rows of BLOCK = 64 x 64 elements): buf =
 float64(x) (one read-convert pass); the block's sign words applied as two broadcast
 multiplies of the (rows, 64, 64) view by the run signs (rows, 64, 1) and the lane signs
 (rows, 1, 64), both in cache; one scatter_add along each row into Z (rows x 2k) at
 column table_bucket[j] + k * (table_sign[j] < 0), so the table's signs cost no pass of
-their own; then y[(shift[row] + b) mod k] += Z[row, b] - Z[row, k + b]. The per-block
-(shift, run word, lane word) come from sedmon_core on the host, once per parameter
-layout (cached), and travel to the device in one copy.
+their own. Z's rows are summed by their block shift into a (k, 2k) matrix (one
+index_add per Z's worth of rows), and at the end y[(shift + b) mod k] += by_shift[shift,
+b] - by_shift[shift, k + b]. The per-block (shift, run word, lane word) come from
+sedmon_core on the host, once per parameter layout (cached), and travel to the device in
+one copy; the sign words become +-1 through a 256-entry byte table, a Z's worth of rows
+at a time.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,14 +44,15 @@ from sedmon_core.sketch import (
 
 _MUL1 = -4658895280553007687  # 0xBF58476D1CE4E5B9, as in sedmon_core.sketch
 _MUL2 = -7723592293110705685  # 0x94D049BB133111EB
-CPU_CHUNK_ELEMS = 1 << 18
-"""Elements per countsketch step on CPU: a 2 MB float64 buffer. Smaller steps pay the
-per-step op overhead more often (2x the time at 64 K elements, bench/sketch.py)."""
+CPU_CHUNK_ELEMS = 1 << 20
+"""Elements per countsketch step on CPU: an 8 MB float64 buffer. Smaller steps pay the
+per-step op overhead more often (x1.2 the time at 256 K elements, x1.5-2 at 64 K)."""
 CUDA_CHUNK_ELEMS = 1 << 21
 """Elements per step on CUDA: a 16 MB buffer, few kernel launches for a 124M model."""
-_Z_BYTES = 1 << 22  # bucket rows (Z) kept before one rotation into y: 4 MB
+_Z_BYTES = 1 << 20  # bucket rows (Z) kept before they are summed by shift: 1 MB
 _GAUSSIAN_ENTRIES = 1 << 18  # k x n entries of the dense matrix evaluated per step
 _CACHE_SIZE = 16
+_BYTE_BITS = (np.arange(256)[:, None] >> np.arange(8) & 1).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -64,9 +70,8 @@ class _Tables:
     bucket: torch.Tensor  # (BLOCK,) int64
     sign: torch.Tensor  # (BLOCK,) float64
     column: torch.Tensor  # (BLOCK,) int64: bucket, plus k where the sign is -1
-    arange_k: torch.Tensor  # (k,) int64
-    bits: torch.Tensor  # (64,) int64: bit positions of a sign word
-    bit_sign: torch.Tensor  # (2,) float64: [+1, -1], indexed by a bit
+    rotate: torch.Tensor  # (k * k,) int64: (shift + b) mod k at [shift, b]
+    byte_signs: torch.Tensor  # (256, 8) float64: byte_signs[b, i] = -1 where bit i of b
 
 
 _tables_cache: OrderedDict[tuple[SketchSpec, str], _Tables] = OrderedDict()
@@ -91,9 +96,11 @@ def _tables(spec: SketchSpec, device: torch.device) -> _Tables:
             torch.from_numpy(bucket).to(device),
             torch.from_numpy(sign).to(device),
             torch.from_numpy(bucket + spec.dim * (sign < 0)).to(device),
-            torch.arange(spec.dim, dtype=torch.int64, device=device),
-            torch.arange(64, dtype=torch.int64, device=device),
-            torch.tensor([1.0, -1.0], dtype=torch.float64, device=device),
+            (torch.arange(spec.dim)[:, None] + torch.arange(spec.dim))
+            .remainder(spec.dim)
+            .reshape(-1)
+            .to(device),
+            torch.from_numpy(1.0 - 2.0 * _BYTE_BITS).to(device),
         )
 
     return _cached(_tables_cache, (spec, str(device)), make)
@@ -151,20 +158,36 @@ class _Countsketch:
         f64 = torch.float64
         self.buf = torch.empty(self.fill_rows, BLOCK, dtype=f64, device=device)
         self.z = torch.zeros(self.z_rows, 2 * self.k, dtype=f64, device=device)
-        self.y = torch.zeros(self.k, dtype=f64, device=device)
+        self.by_shift = torch.zeros(self.k, 2 * self.k, dtype=f64, device=device)
         self.nb = 0  # rows filled in buf
         self.nz = 0  # rows accumulated in z
         self.zbase = 0  # plan row of z[0]
         self.plan = torch.zeros((0, 3), dtype=torch.int64, device=device)
+        self.signs = torch.zeros((0, 2, 64), dtype=f64, device=device)
+        self.signs_base = 0  # plan row of signs[0]
+        self._byte_shifts = torch.arange(0, 64, 8, dtype=torch.int64, device=device)
+
+    def _signs(self, first: int, nb: int) -> torch.Tensor:
+        """(nb, 2, 64) float64 run and lane signs of plan rows [first, first + nb),
+        evaluated for a whole z's worth of rows at a time (few small ops per chunk)."""
+        end = self.signs_base + self.signs.shape[0]
+        if first < self.signs_base or first + nb > end:
+            words = self.plan[first : first + max(nb, self.z_rows), 1:].contiguous()
+            if sys.byteorder == "little":  # bytes of a word low to high: bits 8i .. 8i + 7
+                octets = words.view(torch.uint8).reshape(-1).to(torch.int64)
+            else:
+                octets = ((words[:, :, None] >> self._byte_shifts) & 255).reshape(-1)
+            self.signs = self.tables.byte_signs.index_select(0, octets).view(-1, 2, 64)
+            self.signs_base = first
+        at = first - self.signs_base
+        return self.signs[at : at + nb]
 
     def _flush_buf(self) -> None:
         if self.nz + self.nb > self.z_rows:
             self._flush_z()
         nb = self.nb
         if nb:
-            first = self.zbase + self.nz
-            words = self.plan[first : first + nb, 1:]  # (nb, 2): run word, lane word
-            signs = self.tables.bit_sign[(words[:, :, None] >> self.tables.bits) & 1]
+            signs = self._signs(self.zbase + self.nz, nb)
             rows = self.buf[:nb].view(nb, 64, 64)
             rows.mul_(signs[:, 0, :, None]).mul_(signs[:, 1, None, :])
             index = self.tables.column.expand(nb, BLOCK)
@@ -173,16 +196,20 @@ class _Countsketch:
             self.nb = 0
 
     def _flush_z(self) -> None:
+        """Sum z's rows by their block shift: by_shift[s] += z[row] (one pass over z)."""
         nz, base = self.nz, self.zbase
         if nz:
             z = self.z[:nz]
-            signed = z[:, : self.k] - z[:, self.k :]
-            target = self.plan[base : base + nz, :1] + self.tables.arange_k
-            target = torch.where(target >= self.k, target - self.k, target)
-            self.y.index_add_(0, target.reshape(-1), signed.reshape(-1))
+            self.by_shift.index_add_(0, self.plan[base : base + nz, 0], z)
             z.zero_()
         self.zbase += nz
         self.nz = 0
+
+    def _rotate(self) -> torch.Tensor:
+        """y[(s + b) mod k] += by_shift[s, b] - by_shift[s, k + b]: (k,) float64."""
+        signed = self.by_shift[:, : self.k] - self.by_shift[:, self.k :]
+        y = torch.zeros(self.k, dtype=torch.float64, device=signed.device)
+        return y.index_add_(0, self.tables.rotate, signed.reshape(-1))
 
     def add(self, data: torch.Tensor, front: int) -> None:
         """Add 1-D `data` whose first element sits at position `front` of a fresh block row;
@@ -199,7 +226,7 @@ class _Countsketch:
 
     def run(self, pieces: Sequence[ShardPiece]) -> torch.Tensor:
         """The sketch (k,) float64 of all pieces (each piece's rows are its own)."""
-        self.plan = _plan(self.spec, self.y.device, pieces)
+        self.plan = _plan(self.spec, self.buf.device, pieces)
         for piece in pieces:
             n = piece.tensor.numel()
             pos = 0
@@ -212,7 +239,7 @@ class _Countsketch:
                 pos += m
         self._flush_buf()
         self._flush_z()
-        return self.y
+        return self._rotate()
 
 
 def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
