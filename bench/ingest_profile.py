@@ -56,7 +56,8 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("engine.py", "on_checkpoint"),
     ("engine.py", "start_pass"),
     ("rules.py", "evaluate"),
-    ("engine.py", "_save_state"),
+    ("engine.py", "read_pass"),
+    ("engine.py", "write_states"),
 )
 """(file, function) of the profiled stages, in the order of one checkpoint."""
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, or_, select, update
+import orjson
+from psycopg.types.json import set_json_loads as json_loads
+from sqlalchemy import Connection, DateTime, delete, insert, or_, select, update
 
 from sedmon_server.alerts import formats, rules
 from sedmon_server.alerts.formats import Notice
@@ -32,6 +34,7 @@ from sedmon_server.alerts.tables import (
     alerts,
     webhooks,
 )
+from sedmon_server.database import driver_connection
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,13 @@ def load_settings(conn: Connection, run: Mapping[str, Any]) -> rules.AlertSettin
     project_patch = conn.execute(
         select(alert_settings.c.settings).where(alert_settings.c.project == run["project"])
     ).scalar_one_or_none()
+    return resolve_run_settings(project_patch, run)
+
+
+def resolve_run_settings(
+    project_patch: Mapping[str, Any] | None, run: Mapping[str, Any]
+) -> rules.AlertSettings:
+    """Built-in defaults <- `project_patch` <- the run's config["alerts"]."""
     config = run.get("config") or {}
     run_patch = config.get("alerts") if isinstance(config, Mapping) else None
     settings, errors = rules.resolve_settings(
@@ -90,6 +100,141 @@ def silenced_rules(conn: Connection, project: str, run_id: int, now: float) -> s
     return {row.rule for row in rows}
 
 
+@dataclass(frozen=True)
+class StateWrite:
+    """One alert_state row to insert (when `exists` is False) or update."""
+
+    rule: str
+    window: int
+    group: str
+    fingerprint: str
+    state: dict[str, Any]
+    alert_id: int | None
+    due_at: datetime | None
+    exists: bool
+
+
+_TS_COLUMNS = tuple(c.name for c in alerts.c if isinstance(c.type, DateTime))
+
+# PostgreSQL: everything a pass reads, in one statement (four scalar subqueries).
+_PG_PASS_READ = """
+SELECT
+  (SELECT settings FROM alert_settings WHERE project = %(project)s) AS settings,
+  (SELECT coalesce(json_agg(rule), '[]'::json) FROM alert_silences
+    WHERE project = %(project)s AND (run_id IS NULL OR run_id = %(run_id)s)
+      AND until > %(now)s) AS silenced,
+  (SELECT coalesce(json_agg(a), '[]'::json) FROM alerts a
+    WHERE run_id = %(run_id)s AND state IN ('pending', 'firing')) AS open_alerts,
+  (SELECT coalesce(json_agg(json_build_object('rule', rule, 'window', "window",
+      'group_name', group_name, 'state', state, 'alert_id', alert_id)), '[]'::json)
+    FROM alert_state WHERE run_id = %(run_id)s AND %(with_states)s) AS states
+"""
+
+# PostgreSQL: every rule state of a pass in one upsert (arrays, one element per row).
+_PG_STATE_UPSERT = """
+INSERT INTO alert_state (run_id, rule, "window", group_name, fingerprint, state, alert_id,
+                         due_at, updated_at)
+SELECT %(run_id)s::bigint, r, w, g, f, s::json, a, d, %(now)s::timestamptz
+FROM unnest(%(rule)s::text[], %(window)s::int[], %(group)s::text[], %(fp)s::text[],
+            %(state)s::text[], %(alert_id)s::bigint[], %(due_at)s::timestamptz[])
+  AS t(r, w, g, f, s, a, d)
+ON CONFLICT (run_id, rule, "window", group_name) DO UPDATE SET
+  state = excluded.state, alert_id = excluded.alert_id, due_at = excluded.due_at,
+  updated_at = excluded.updated_at
+"""
+
+
+def _alert_from_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An alerts row as json_agg gives it: timestamps back to aware datetimes."""
+    out = dict(row)
+    for name in _TS_COLUMNS:
+        value = out.get(name)
+        if isinstance(value, str):
+            out[name] = datetime.fromisoformat(value)
+    return out
+
+
+def read_pass(
+    conn: Connection, run: Mapping[str, Any], now: float, with_states: bool
+) -> tuple[
+    Mapping[str, Any] | None,
+    set[str | None],
+    dict[str, dict[str, Any]],
+    dict[tuple[str, int, str], dict[str, Any]],
+]:
+    """(project settings patch, silenced rules, open alerts by fingerprint, rule states by
+    (rule, window, group)) of a run: one statement on PostgreSQL, four elsewhere."""
+    project, run_id = str(run["project"]), int(run["id"])
+    if conn.dialect.name == "postgresql":
+        with driver_connection(conn).cursor() as cur:
+            json_loads(orjson.loads, cur)
+            params = {"project": project, "run_id": run_id, "now": _utc(now)}
+            row = cur.execute(_PG_PASS_READ, {**params, "with_states": with_states}).fetchone()
+        assert row is not None
+        settings, silenced, open_rows, state_rows = row
+        open_alerts = {str(a["fingerprint"]): _alert_from_json(a) for a in open_rows}
+        states = {(r["rule"], r["window"], r["group_name"]): r for r in state_rows}
+        return settings, set(silenced), open_alerts, states
+    settings = conn.execute(
+        select(alert_settings.c.settings).where(alert_settings.c.project == project)
+    ).scalar_one_or_none()
+    states = {}
+    if with_states:
+        rows = conn.execute(select(alert_state).where(alert_state.c.run_id == run_id)).mappings()
+        states = {(r["rule"], r["window"], r["group_name"]): dict(r) for r in rows}
+    return (
+        settings,
+        silenced_rules(conn, project, run_id, now),
+        open_alerts_of(conn, run_id),
+        states,
+    )
+
+
+def write_states(conn: Connection, run_id: int, now: float, writes: Sequence[StateWrite]) -> None:
+    """Store a pass's rule states: one upsert on PostgreSQL, a statement per row elsewhere."""
+    if not writes:
+        return
+    if conn.dialect.name == "postgresql":
+        params = {
+            "run_id": run_id,
+            "now": _utc(now),
+            "rule": [w.rule for w in writes],
+            "window": [w.window for w in writes],
+            "group": [w.group for w in writes],
+            "fp": [w.fingerprint for w in writes],
+            "state": [orjson.dumps(w.state).decode() for w in writes],
+            "alert_id": [w.alert_id for w in writes],
+            "due_at": [w.due_at for w in writes],
+        }
+        driver_connection(conn).execute(_PG_STATE_UPSERT, params)
+        return
+    for w in writes:
+        values = {"state": w.state, "alert_id": w.alert_id, "due_at": w.due_at}
+        values["updated_at"] = _utc(now)
+        if not w.exists:
+            conn.execute(
+                insert(alert_state).values(
+                    run_id=run_id,
+                    rule=w.rule,
+                    window=w.window,
+                    group_name=w.group,
+                    fingerprint=w.fingerprint,
+                    **values,
+                )
+            )
+        else:
+            conn.execute(
+                update(alert_state)
+                .where(
+                    alert_state.c.run_id == run_id,
+                    alert_state.c.rule == w.rule,
+                    alert_state.c.window == w.window,
+                    alert_state.c.group_name == w.group,
+                )
+                .values(**values)
+            )
+
+
 @dataclass
 class Pass:
     """One evaluation pass over one run (an ingest call, or one run in a sweep)."""
@@ -103,6 +248,10 @@ class Pass:
     open_alerts: dict[str, dict[str, Any]]
     notices: list[Notice] = field(default_factory=list)
     transitions: list[tuple[str, str]] = field(default_factory=list)
+    states: dict[tuple[str, int, str], dict[str, Any]] = field(default_factory=dict)
+    """The run's rule states by (rule, window, group) as read at the start (on ingest)."""
+    state_writes: list[StateWrite] = field(default_factory=list)
+    """Rule states to store when the pass finishes (one upsert on PostgreSQL)."""
 
     @property
     def run_id(self) -> int:
@@ -408,19 +557,26 @@ class AlertEngine:
         self.wake = wake
         self.record = record
 
-    def start_pass(self, conn: Connection, run: Mapping[str, Any]) -> Pass:
+    def start_pass(
+        self, conn: Connection, run: Mapping[str, Any], with_states: bool = False
+    ) -> Pass:
+        """Read what a pass needs (with the run's rule states when `with_states`)."""
         now = self.clock()
+        patch, silenced, open_alerts, states = read_pass(conn, run, now, with_states)
         return Pass(
             conn=conn,
             run=run,
             now=now,
             base_url=self.base_url,
-            settings=load_settings(conn, run),
-            silenced=silenced_rules(conn, str(run["project"]), int(run["id"]), now),
-            open_alerts=open_alerts_of(conn, int(run["id"])),
+            settings=resolve_run_settings(patch, run),
+            silenced=silenced,
+            open_alerts=open_alerts,
+            states=states,
         )
 
     def finish_pass(self, p: Pass) -> None:
+        write_states(p.conn, p.run_id, p.now, p.state_writes)
+        p.state_writes.clear()
         if self.record is not None:
             for rule, state in p.transitions:
                 self.record(rule, state)
@@ -437,13 +593,8 @@ class AlertEngine:
         spectra: Mapping[tuple[str, int], Any],
         metrics: Mapping[str, float],
     ) -> None:
-        p = self.start_pass(conn, run)
-        states = {
-            (row["rule"], row["window"], row["group_name"]): dict(row)
-            for row in conn.execute(
-                select(alert_state).where(alert_state.c.run_id == p.run_id)
-            ).mappings()
-        }
+        p = self.start_pass(conn, run, with_states=True)
+        states = p.states
         metric = rules.pick_metric(p.settings, metrics)
         run_level = states.get(("stalled", NO_WINDOW, NO_GROUP))
         cached = (run_level or {}).get("state", {}).get("metric") if run_level else None
@@ -505,35 +656,11 @@ class AlertEngine:
         alert_id: int | None,
         due_at: datetime | None,
     ) -> None:
-        values = {
-            "state": state,
-            "alert_id": alert_id,
-            "due_at": due_at,
-            "updated_at": _utc(p.now),
-        }
-        if before is None:
-            fp = fingerprint(str(p.run["project"]), p.run_id, rule, window or None, group or None)
-            p.conn.execute(
-                insert(alert_state).values(
-                    run_id=p.run_id,
-                    rule=rule,
-                    window=window,
-                    group_name=group,
-                    fingerprint=fp,
-                    **values,
-                )
-            )
-        else:
-            p.conn.execute(
-                update(alert_state)
-                .where(
-                    alert_state.c.run_id == p.run_id,
-                    alert_state.c.rule == rule,
-                    alert_state.c.window == window,
-                    alert_state.c.group_name == group,
-                )
-                .values(**values)
-            )
+        """Queue the rule state for `finish_pass` to store."""
+        fp = fingerprint(str(p.run["project"]), p.run_id, rule, window or None, group or None)
+        p.state_writes.append(
+            StateWrite(rule, window, group, fp, state, alert_id, due_at, before is not None)
+        )
 
 
 def firing_counts(conn: Connection, run_ids: Iterable[int]) -> dict[int, int]:
