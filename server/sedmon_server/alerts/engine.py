@@ -130,14 +130,13 @@ SELECT
     FROM alert_state WHERE run_id = %(run_id)s AND %(with_states)s) AS states
 """
 
-# PostgreSQL: every rule state of a pass in one upsert (arrays, one element per row).
+# PostgreSQL: every rule state of a pass in one upsert, the rows as one JSON parameter.
 _PG_STATE_UPSERT = """
 INSERT INTO alert_state (run_id, rule, "window", group_name, fingerprint, state, alert_id,
                          due_at, updated_at)
-SELECT %(run_id)s::bigint, r, w, g, f, s::json, a, d, %(now)s::timestamptz
-FROM unnest(%(rule)s::text[], %(window)s::int[], %(group)s::text[], %(fp)s::text[],
-            %(state)s::text[], %(alert_id)s::bigint[], %(due_at)s::timestamptz[])
-  AS t(r, w, g, f, s, a, d)
+SELECT %(run_id)s::bigint, rule, "window", group_name, fingerprint, state, alert_id, due_at,
+       %(now)s::timestamptz
+FROM json_populate_recordset(NULL::alert_state, %(rows)s::json)
 ON CONFLICT (run_id, rule, "window", group_name) DO UPDATE SET
   state = excluded.state, alert_id = excluded.alert_id, due_at = excluded.due_at,
   updated_at = excluded.updated_at
@@ -195,17 +194,19 @@ def write_states(conn: Connection, run_id: int, now: float, writes: Sequence[Sta
     if not writes:
         return
     if conn.dialect.name == "postgresql":
-        params = {
-            "run_id": run_id,
-            "now": _utc(now),
-            "rule": [w.rule for w in writes],
-            "window": [w.window for w in writes],
-            "group": [w.group for w in writes],
-            "fp": [w.fingerprint for w in writes],
-            "state": [orjson.dumps(w.state).decode() for w in writes],
-            "alert_id": [w.alert_id for w in writes],
-            "due_at": [w.due_at for w in writes],
-        }
+        rows = [
+            {
+                "rule": w.rule,
+                "window": w.window,
+                "group_name": w.group,
+                "fingerprint": w.fingerprint,
+                "state": w.state,
+                "alert_id": w.alert_id,
+                "due_at": w.due_at,
+            }
+            for w in writes
+        ]
+        params = {"run_id": run_id, "now": _utc(now), "rows": orjson.dumps(rows).decode()}
         driver_connection(conn).execute(_PG_STATE_UPSERT, params)
         return
     for w in writes:
