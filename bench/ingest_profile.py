@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,7 @@ def cpu_per_checkpoint(fn: Callable[[], None], n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoints", type=int, default=500)
+    ap.add_argument("--top", type=int, default=0, help="also print the N costliest functions")
     args = ap.parse_args()
     n = args.checkpoints
     name = f"sedmon_profile_{secrets.token_hex(4)}"
@@ -173,6 +175,14 @@ def main() -> None:
         ct = cumulative.get(stage)
         if ct is not None:
             print(f"  {stage[1]:22s} {100 * ct / total:5.1f} %  ~{on * ct / total:6.2f} ms")
+    if args.top:
+        print("costliest functions (own time, share of the profiled ingest()):")
+        own = sorted(stats.items(), key=lambda item: -item[1][2])[: args.top]
+        for (filename, line, func), (_, calls, tt, ct, _) in own:
+            where = f"{Path(filename).name}:{line} {func}"
+            print(
+                f"  {100 * tt / total:5.1f} % own {100 * ct / total:5.1f} % cum  {calls / n:6.1f}/ckpt  {where}"
+            )
     print(
         f"load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in load_before)}, "
         f"after {' '.join(f'{x:.2f}' for x in load_after)} ({os.cpu_count()} CPUs)"

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     pool_size: int = Field(default=5, ge=1)
     pool_max_overflow: int = Field(default=10, ge=0)
+    ingest_concurrency: int = Field(default=0, ge=0)
+    """Checkpoint posts a process works on at once (0: pool_size); the others wait their
+    turn in the process. On a few cores more parallel ingests add no throughput, and past
+    the pool size they would open and close overflow connections."""
     migrate_on_start: bool = True
     active_run_seconds: float = Field(default=3600.0, gt=0)
     """A run with no checkpoint for this long drops out of the per-run Prometheus gauges."""

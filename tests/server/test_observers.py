@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from servertest import ADMIN, AUTH, new_run, post, random_walk
 from sqlalchemy import Connection, select, text
 
@@ -148,3 +152,55 @@ def test_a_failing_observer_loses_its_own_writes_only(
         assert conn.execute(steps).scalars().all() == [0, 1, 2, 3, 4]
     assert [s for s, _, _, _ in recorder.seen] == [0, 1, 2, 3, 4]
     app.state.engine.dispose()
+
+
+class Overlap:
+    """Counts how many observer calls (so ingests) run at the same time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most = 0
+
+    def on_checkpoint(self, conn: Connection, *args: Any) -> None:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(0.2)
+        with self.lock:
+            self.inside -= 1
+
+    def on_non_finite(self, conn: Connection, *args: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("concurrency", "most"), [(1, 1), (3, 3)])
+def test_ingest_concurrency_bounds_the_ingests_a_process_runs_at_once(
+    postgres_url: str, tmp_path: Path, concurrency: int, most: int
+) -> None:
+    overlap = Overlap()
+    settings = Settings(
+        database_url=postgres_url,
+        home=tmp_path,
+        admin_token=ADMIN,
+        ingest_concurrency=concurrency,
+        pool_size=5,
+    )
+    app = create_app(settings, observers=[overlap], extensions=())
+    with TestClient(app, headers=AUTH) as client:
+        runs = [new_run(client) for _ in range(6)]
+        walk = random_walk(1, 16, seed=3)[0]
+
+        def one(run_id: int) -> int:
+            return post(client, run_id, 10, walk).status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            codes = list(pool.map(one, runs))
+    app.state.engine.dispose()
+    assert codes == [201] * 6
+    assert overlap.most == most
+
+
+def test_ingest_concurrency_must_not_be_negative() -> None:
+    with pytest.raises(ValidationError, match="ingest_concurrency"):
+        Settings(ingest_concurrency=-1)

@@ -2,14 +2,20 @@
 
 The hot path of the server: the routes answer a Response they serialised themselves, so
 FastAPI does not validate the answer against the response model a second time (the model
-still documents it).
+still documents it). Ingest runs in a worker thread under a per-process limiter of
+`ingest_concurrency` (default: the pool size), so a burst of posts queues in the process
+instead of taking every pooled and overflow connection at once.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import Engine
@@ -66,6 +72,20 @@ def _run(
     return outcome
 
 
+T = TypeVar("T")
+
+
+async def in_ingest_thread(request: Request, fn: Callable[[], T]) -> T:
+    """Run `fn` in a worker thread under the app's ingest limiter."""
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "ingest_limiter", None)
+    if limiter is None:  # made on the event loop, on first use
+        settings = state.settings
+        limiter = anyio.CapacityLimiter(settings.ingest_concurrency or settings.pool_size)
+        state.ingest_limiter = limiter
+    return await anyio.to_thread.run_sync(fn, limiter=limiter)
+
+
 def _json(model: BaseModel, status_code: int) -> Response:
     return Response(model.model_dump_json(), status_code, media_type="application/json")
 
@@ -79,7 +99,7 @@ def _json(model: BaseModel, status_code: int) -> Response:
         **INGEST_RESPONSES,
     },
 )
-def post_checkpoint(
+async def post_checkpoint(
     run_id: int,
     body: CheckpointIn,
     request: Request,
@@ -87,7 +107,8 @@ def post_checkpoint(
     engine: Annotated[Engine, Depends(engine_of)],
 ) -> Response:
     """Ingest the sketch (positions) of one checkpoint; answers the edge of the smallest window."""
-    outcome = _run(request, engine, principal, run_id, [body], "checkpoint")
+    job = partial(_run, request, engine, principal, run_id, [body], "checkpoint")
+    outcome = await in_ingest_thread(request, job)
     return _json(outcome.acks[0], 201 if outcome.created else 200)
 
 
@@ -106,7 +127,7 @@ def post_checkpoint(
     status_code=201,
     include_in_schema=False,
 )
-def post_batch(
+async def post_batch(
     run_id: int,
     body: CheckpointBatchIn,
     request: Request,
@@ -114,7 +135,8 @@ def post_batch(
     engine: Annotated[Engine, Depends(engine_of)],
 ) -> Response:
     """Backfill many checkpoints in step order under the single-checkpoint rules, all or nothing."""
-    outcome = _run(request, engine, principal, run_id, list(body.checkpoints), "batch")
+    job = partial(_run, request, engine, principal, run_id, list(body.checkpoints), "batch")
+    outcome = await in_ingest_thread(request, job)
     ack = CheckpointBatchAck(
         run_id=run_id,
         created=outcome.created,
