@@ -90,6 +90,26 @@ def _spectrum(conn: Connection, run_id: int, group: str, window: int) -> Spectru
     return spec
 
 
+def run_key_edge(
+    spec: SpectrumSeries, metric: np.ndarray, keep: np.ndarray, lags: list[int]
+) -> Any:
+    """sedmon_core's key edge on the points `keep` (where the metric exists), its plateau
+    rank taken over the points the default (threshold) segmentation of the whole gap-ratio
+    series labels plateau, or over all kept points when none is."""
+    from sedmon_core.coupling import key_edge
+    from sedmon_core.phases import segment_phases
+
+    every = segment_phases(spec.scalars["gap_ratio"]).labels
+    labels = [lab for lab, k in zip(every, keep, strict=True) if k]
+    return key_edge(
+        spec.ratios[keep],
+        metric[keep],
+        lags=lags,
+        signal_ranks=spec.scalars["signal_rank"][keep],
+        labels=labels if "plateau" in labels else None,
+    )
+
+
 def coupling(
     conn: Connection,
     run_id: int,
@@ -101,8 +121,10 @@ def coupling(
     detrend: bool,
 ) -> tuple[int, dict[str, Any]]:
     """Cross-correlation by lag (peak lag; positive: the spectral series leads) and Granger
-    tests both ways (lag order 1..2 by AIC) on the checkpoints where the metric exists."""
-    from sedmon_core.coupling import key_edge, lagged_correlation
+    tests both ways (lag order 1..2 by AIC) on the checkpoints where the metric exists.
+    The key edge's plateau rank is the modal k* over the points the default (threshold)
+    segmentation of the gap ratio labels plateau, or over all points when none is."""
+    from sedmon_core.coupling import lagged_correlation
     from sedmon_core.granger import granger
 
     spec = _spectrum(conn, run_id, group, window)
@@ -122,14 +144,7 @@ def coupling(
         result["granger"] = None
         result["granger_error"] = str(exc)
     try:
-        result["key_edge"] = jsonable(
-            key_edge(
-                spec.ratios[both],
-                y[both],
-                lags=lags,
-                signal_ranks=spec.scalars["signal_rank"][both],
-            )
-        )
+        result["key_edge"] = jsonable(run_key_edge(spec, y, both, lags))
     except ValueError as exc:
         result["key_edge"] = None
         result["key_edge_error"] = str(exc)

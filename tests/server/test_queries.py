@@ -155,6 +155,34 @@ def test_coupling_equals_sedmon_core_on_the_same_series(
     granger = body["result"]["granger"]
     assert granger["x_to_y"]["direction"] == "x->y" and granger["y_to_x"]["direction"] == "y->x"
     assert 0.0 <= granger["x_to_y"]["p"] <= 1.0
+    assert body["result"]["key_edge"]["plateau_signal_rank"] == 1  # every window's k* is 1
+
+
+def test_the_key_edge_plateau_rank_counts_plateau_points_only() -> None:
+    """A long rise at k* = 2 then a plateau at k* = 1: the run's established edge is 1,
+    though 2 is the more frequent rank over all points."""
+    from sedmon_core.phases import segment_phases
+    from sedmon_server.analyses import run_key_edge
+    from sedmon_server.series import SCALAR_FIELDS, SpectrumSeries
+
+    n, w = 60, 6
+    gap = np.concatenate([np.linspace(1.0, 3.0, 40), np.full(20, 3.0)])
+    ranks = np.where(np.arange(n) < 40, 2, 1)
+    labels = segment_phases(gap).labels
+    assert "plateau" in labels and labels.count("plateau") < n / 2
+    rng = np.random.default_rng(0)
+    scalars = {f: rng.normal(size=n) for f in SCALAR_FIELDS}
+    scalars.update(gap_ratio=gap, signal_rank=ranks)
+    spec = SpectrumSeries(
+        w, np.arange(n) * 10, rng.random((n, w)), 1 + rng.random((n, w - 1)), scalars, [None] * n
+    )
+    metric = rng.normal(size=n)
+    edge = run_key_edge(spec, metric, np.ones(n, dtype=bool), list(range(-3, 4)))
+    assert edge.plateau_signal_rank == int(
+        np.bincount(ranks[np.array(labels) == "plateau"]).argmax()
+    )
+    assert edge.plateau_signal_rank == 1
+    assert int(np.bincount(ranks).argmax()) == 2  # what counting every point would say
 
 
 def test_lag_sweep_reports_a_peak_lag_per_window(
