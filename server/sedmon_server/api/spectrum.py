@@ -56,10 +56,10 @@ def get_spectrum(
         series = spectrum_series(conn, run_id, group, w, since_step)
     if format == "csv":
         return Response(spectrum_csv(series), media_type="text/csv")
-    columns = (
+    columns = (  # sigma and ratios rows stay numpy: orjson writes them without Python floats
         series.steps.tolist(),
-        series.sigma.tolist(),
-        series.ratios.tolist(),
+        list(series.sigma),
+        list(series.ratios),
         *(series.scalars[f].tolist() for f in SCALAR_FIELDS),
     )
     points = [dict(zip(POINT_KEYS, values, strict=True)) for values in zip(*columns, strict=True)]
@@ -70,4 +70,6 @@ def get_spectrum(
         "rank_rule": run["rank_rule"],
         "points": points,
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )
