@@ -74,9 +74,12 @@ def lock_run_with_state(
     """The locked run row and its group_state rows (group_name, position, deltas, gram,
     count), in one statement; None when there is no such run."""
     if conn.dialect.name == "postgresql":
-        # Binary results: the state's bytea arrives as bytes, not as hex text to decode.
-        with driver_connection(conn).cursor(row_factory=dict_row, binary=True) as cur:
-            rows: Sequence[Mapping[Any, Any]] = cur.execute(_PG_READ, {"run_id": run_id}).fetchall()
+        # Binary results: the state's bytea arrives as bytes, not as hex text to decode. In a
+        # pipeline, the transaction's BEGIN travels with the SELECT (one round trip, not two).
+        pg = driver_connection(conn)
+        with pg.pipeline(), pg.cursor(row_factory=dict_row, binary=True) as cur:
+            cur.execute(_PG_READ, {"run_id": run_id})
+            rows: Sequence[Mapping[Any, Any]] = cur.fetchall()
     else:
         rows = conn.execute(_RUN_WITH_STATE, {"run_id": run_id}).mappings().all()
     if not rows:
