@@ -180,9 +180,8 @@ def main() -> None:
         own = sorted(stats.items(), key=lambda item: -item[1][2])[: args.top]
         for (filename, line, func), (_, calls, tt, ct, _) in own:
             where = f"{Path(filename).name}:{line} {func}"
-            print(
-                f"  {100 * tt / total:5.1f} % own {100 * ct / total:5.1f} % cum  {calls / n:6.1f}/ckpt  {where}"
-            )
+            share = f"{100 * tt / total:5.1f} % own {100 * ct / total:5.1f} % cum"
+            print(f"  {share}  {calls / n:6.1f}/ckpt  {where}")
     print(
         f"load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in load_before)}, "
         f"after {' '.join(f'{x:.2f}' for x in load_after)} ({os.cpu_count()} CPUs)"

@@ -1,6 +1,7 @@
 """Training overhead of the sedmon client: the same CPU training run with and without it.
 
-A small GPT-style transformer (about 3 M parameters) trains on random tokens on the CPU.
+A small GPT-style transformer (the demo's `CharTransformer` at width 256 and 4 blocks, 3.3 M
+parameters) trains on random tokens on the CPU.
 "with" runs call `sedmon.init(..., optimizer=opt, every=50)` and `run.log` every
 `--log-every` steps against a real server started here (a subprocess on the default
 embedded SQLite, on this machine, so its CPU use counts against the run); "without" runs
@@ -37,7 +38,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import sedmon
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import sedmon  # noqa: E402
+from demo.models import CharConfig, CharTransformer  # noqa: E402
 
 TOKEN = "bench-admin-token"
 
@@ -58,42 +63,10 @@ class ClientCost:
         return self.init + self.log + self.sketch + self.finish
 
 
-class Block(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.ln_1 = nn.LayerNorm(width)
-        self.attn = nn.Linear(width, 3 * width)
-        self.attn_proj = nn.Linear(width, width)
-        self.ln_2 = nn.LayerNorm(width)
-        self.mlp_fc = nn.Linear(width, 4 * width)
-        self.mlp_proj = nn.Linear(4 * width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape
-        q, k, v = self.attn(self.ln_1(x)).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.attn_proj(att.transpose(1, 2).reshape(b, t, c))
-        return x + self.mlp_proj(F.gelu(self.mlp_fc(self.ln_2(x))))
-
-
-class TinyGPT(nn.Module):
-    def __init__(self, vocab: int = 256, context: int = 64, width: int = 256, layers: int = 4):
-        super().__init__()
-        self.wte = nn.Embedding(vocab, width)
-        self.wpe = nn.Embedding(context, width)
-        self.h = nn.ModuleList([Block(width, 4) for _ in range(layers)])
-        self.ln_f = nn.LayerNorm(width)
-        self.lm_head = nn.Linear(width, vocab, bias=False)
-        self.lm_head.weight = self.wte.weight
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-        for block in self.h:
-            x = block(x)
-        out: torch.Tensor = self.lm_head(self.ln_f(x))
-        return out
+def tiny_gpt() -> CharTransformer:
+    """The demo's character transformer at bench size: vocabulary 256, context 64, width
+    256, 4 blocks of 4 heads (3.3 M parameters)."""
+    return CharTransformer(CharConfig(vocab_size=256, context=64, width=256, layers=4, heads=4))
 
 
 def train(
@@ -102,7 +75,7 @@ def train(
     """Wall seconds of `steps` optimizer steps (with the client when run_kwargs is given),
     the model's size, and what the client cost."""
     torch.manual_seed(seed)
-    model = TinyGPT()
+    model = tiny_gpt()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     data = torch.randint(0, 256, (steps, 16, 65))
     run = None
@@ -161,7 +134,7 @@ def train_interleaved(
     models = []
     for _ in range(2):
         torch.manual_seed(0)
-        model = TinyGPT()
+        model = tiny_gpt()
         models.append((model, torch.optim.AdamW(model.parameters(), lr=3e-4)))
     (plain, plain_opt), (watched, watched_opt) = models
     data = torch.randint(0, 256, (steps, 16, 65))

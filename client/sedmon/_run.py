@@ -1,8 +1,9 @@
 """`sedmon.init` and `Run`: the part of the client that lives on the training thread.
 
 Everything here is cheap and never raises into the training loop once `init` has returned:
-a checkpoint is one O(D) sketch and a `put_nowait`; `log` merges values into a buffer that
-is queued as one batch now and then; serialising and posting are the sender thread's job.
+a checkpoint is one O(D) sketch (on CUDA: queued on the stream, the numbers read later by
+the sender thread) and a `put_nowait`; `log` merges values into a buffer that is queued as
+one batch now and then; serialising, posting and spooling are the background threads' job.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from sedmon._deferred import Deferred
 from sedmon._errors import ConfigError
 from sedmon._logging import logger, problem
 from sedmon._metrics_buffer import MetricsBuffer
@@ -107,6 +109,31 @@ def _group_names(model: Any, groups: Any) -> list[str]:
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"groups={groups!r}: {exc}") from exc
     return ["all"] if names == ["all"] else names
+
+
+class _CheckedSketch(Deferred):
+    """A checkpoint's sketch as the sender thread reads it: waits for the device there
+    (never on the training thread), and logs non-finite numbers (still posted: the server
+    answers 422 and raises an alert)."""
+
+    def __init__(self, step: int, pending: Deferred) -> None:
+        super().__init__()
+        self._step = step
+        self._pending = pending
+        self.nbytes = pending.nbytes
+
+    def _compute(self) -> dict[str, np.ndarray]:
+        sketch: dict[str, np.ndarray] = self._pending.result()
+        bad = [g for g, y in sketch.items() if not np.isfinite(y).all()]
+        if bad:
+            problem(
+                logging.WARNING,
+                "nonfinite",
+                "sedmon: non-finite parameters at step %d (group %s); reported to the server",
+                self._step,
+                ", ".join(bad),
+            )
+        return sketch
 
 
 class Run:
@@ -217,7 +244,10 @@ class Run:
             problem(logging.WARNING, "log", "sedmon: log() failed: %r", exc)
 
     def checkpoint(self, step: int | None = None) -> None:
-        """Sketch the parameters now (O(D), on this thread) and queue them. Never raises."""
+        """Sketch the parameters now (O(D), on this thread) and queue them. Never raises.
+
+        On CUDA this queues the sketch on the stream and returns: the sender thread waits
+        for the numbers (a CUDA event), not this thread."""
         try:
             self._checkpoint(self._optimizer_step if step is None else int(step))
         except Exception as exc:
@@ -344,10 +374,10 @@ class Run:
         if self._sender is None and not self._sharded():
             self._last_checkpoint = step  # rank != 0, nothing to all-reduce: nothing to do
             return
-        from sedmon.sketching import sketch_parameters
+        from sedmon.sketching import sketch_parameters_async
 
         started = time.perf_counter()
-        sketch = sketch_parameters(
+        pending = sketch_parameters_async(
             self._model,
             dim=self._sketch_spec.dim,
             method=self._sketch_spec.method,
@@ -358,21 +388,13 @@ class Run:
         self._last_checkpoint = step
         if self._sender is None:  # rank != 0: took part in the all-reduce, posts nothing
             return
-        bad = [g for g, y in sketch.items() if not np.isfinite(y).all()]
-        if bad:
-            problem(
-                logging.WARNING,
-                "nonfinite",
-                "sedmon: non-finite parameters at step %d (group %s); reported to the server",
-                step,
-                ", ".join(bad),
-            )
         with self._lock:
             metrics = self._metrics.take_step(step)  # values of this step ride with it
             self._queue_metrics_locked()
             body = {
                 "step": step,
-                "sketch": sketch,  # numpy arrays: the sender thread writes them as JSON
+                # read (and checked) by the background thread that serialises the item
+                "sketch": _CheckedSketch(step, pending),
                 "metrics": metrics,
             }
             self._sender.submit(Item(self._next_seq(), "checkpoint", body))

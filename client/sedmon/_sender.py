@@ -1,11 +1,18 @@
 """The background sender: posts a run's items in order, retries, spools, replays.
 
-The training thread only calls `submit` (a `put_nowait`; when the queue is full the item goes
-to the spool instead). One daemon thread owns the network: it creates the run, posts items
-with retries (exponential backoff with full jitter, Retry-After honoured on 429/503), and when
-the server stays unreachable past a retry budget it moves items to the on-disk spool and
-keeps probing. While the spool holds anything, new items go behind it, so the server always
-sees a run's items in the order they were made.
+The training thread only calls `submit`: a `put_nowait` into a bounded queue, or, when the
+queue is full, an append to the spool writer's memory (bounded too; past it the item is
+dropped, counted and logged from a background thread). It never does file or network I/O
+and never waits on a lock that another thread holds during I/O; `flush` and `close` wait
+only on events, within their bounds.
+
+Two daemon threads do the rest. The sender thread owns the network: it creates the run,
+posts items with retries (exponential backoff with full jitter, Retry-After honoured on
+429/503), and when the server stays unreachable past a retry budget it moves items to the
+spool and keeps probing. The spool thread (`SpoolWriter`) owns every write to the spool,
+in batches with one fsync each, so a slow disk holds up neither the training thread nor
+the network. While the spool holds anything, or the writer still has items to write, new
+items go behind them, so the server always sees a run's items in the order they were made.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from typing import Any
 
 import httpx
 
+from sedmon._deferred import Deferred
 from sedmon._logging import logger, problem
-from sedmon._spool import Spool, run_folder_name, to_json
+from sedmon._spool import Spool, encode_record, run_folder_name, to_json
 
 API = "/api/v1"
 RETRYABLE_4XX = frozenset({408, 429})
@@ -48,6 +56,11 @@ class TransportSettings:
     """Cap of one backoff sleep, and of the interval between probes while offline."""
     max_retry_after_s: float = 300.0
     queue_size: int = 1000
+    overflow_mb: float = 64.0
+    """Items that found the queue full wait in memory for the spool thread, up to this much
+    (estimated); past it new items are dropped, counted and logged."""
+    spool_wait_s: float = 30.0
+    """How long `close` waits, after its own bound, for what is left to be on disk."""
     metrics_batch_points: int = 1000
     """Steps of `run.log` values posted in one batch at most."""
     metrics_interval_s: float = 5.0
@@ -57,7 +70,8 @@ class TransportSettings:
     def from_env(cls) -> TransportSettings:
         """Defaults, overridden by SEDMON_CONNECT_TIMEOUT_S, SEDMON_READ_TIMEOUT_S,
         SEDMON_RETRY_BUDGET_S, SEDMON_BASE_BACKOFF_S, SEDMON_MAX_BACKOFF_S, SEDMON_QUEUE_SIZE,
-        SEDMON_METRICS_BATCH_POINTS, SEDMON_METRICS_INTERVAL_S."""
+        SEDMON_OVERFLOW_MB, SEDMON_SPOOL_WAIT_S, SEDMON_METRICS_BATCH_POINTS,
+        SEDMON_METRICS_INTERVAL_S."""
         values: dict[str, Any] = {}
         integers = ("queue_size", "metrics_batch_points")
         for field in (
@@ -67,6 +81,8 @@ class TransportSettings:
             "base_backoff_s",
             "max_backoff_s",
             "queue_size",
+            "overflow_mb",
+            "spool_wait_s",
             "metrics_batch_points",
             "metrics_interval_s",
         ):
@@ -135,6 +151,10 @@ def _no_route(response: httpx.Response | None) -> bool:
     return detail(response) in ("Not Found", "Method Not Allowed")
 
 
+class Unsendable(Exception):
+    """An item's body cannot be serialised: no retry will help."""
+
+
 class Connection:
     """HTTP to one server with the retry policy; used by the sender thread and `sedmon sync`."""
 
@@ -170,7 +190,10 @@ class Connection:
         """POST with retries until `deadline` (monotonic seconds, or a function giving it,
         asked again while waiting); one try when it has passed."""
         limit = deadline if callable(deadline) else (lambda: deadline)
-        content = dumps(body)
+        try:
+            content = dumps(body)
+        except Exception as exc:  # e.g. a sketch that could not be read from the GPU
+            raise Unsendable(repr(exc)) from exc
         attempt = 0
         self.retry_after_hint = None
         while True:
@@ -216,6 +239,157 @@ def detail(response: httpx.Response | None) -> str:
         return response.text[:200]
 
 
+class SpoolWriter:
+    """The thread that writes the spool, so that no other thread ever waits for the disk.
+
+    `offer` (any thread; O(1); it takes only a lock that is never held during I/O) hands an
+    item over; the thread writes what it holds in batches, one fsync per batch. What the
+    training thread hands over (the send queue was full) is bounded: past `limit_bytes`
+    waiting in memory `offer(bounded=True)` refuses. What the sender thread moves here (what
+    it cannot post, and the send queue while it replays) is always taken: it moves the
+    queue only while the writer is idle, so that is at most one queue's worth at a time.
+    """
+
+    def __init__(
+        self,
+        get_spool: Callable[[], Spool],
+        limit_bytes: int,
+        on_written: Callable[[], None],
+        on_exit: Callable[[], None],
+    ) -> None:
+        self.limit_bytes = limit_bytes
+        self._get_spool = get_spool
+        self._on_written = on_written
+        self._on_exit = on_exit
+        self._cond = threading.Condition()  # guards the fields below; never held during I/O
+        self._items: list[tuple[Item, int]] = []
+        self._batch: list[tuple[Item, int]] = []  # being written
+        self._bytes = 0
+        self._closed = False
+        self.written = 0
+        self.lost = 0
+        """Items that could not be written (the disk refused, or the body could not be
+        serialised); each loss is logged."""
+        self._thread = threading.Thread(target=self._main, name="sedmon-spool", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def offer(self, item: Item, size: int = 0, bounded: bool = False) -> bool:
+        """Take `item` to write it; False when closed, or when `bounded` and `size` more
+        bytes would pass the limit (an item alone is always taken)."""
+        with self._cond:
+            if self._closed:
+                return False
+            if bounded and self._bytes and self._bytes + size > self.limit_bytes:
+                return False
+            self._items.append((item, size))
+            self._bytes += size
+            self._cond.notify()
+        return True
+
+    def idle(self) -> bool:
+        """Nothing waiting and nothing being written: all it was given is on disk."""
+        with self._cond:
+            return not self._items and not self._batch
+
+    def held(self) -> int:
+        """Items waiting or being written."""
+        with self._cond:
+            return len(self._items) + len(self._batch)
+
+    def oldest(self) -> int | None:
+        """The smallest sequence number of the items waiting or being written."""
+        with self._cond:  # a copy under the lock, the scan outside it
+            held = [*self._items, *self._batch]
+        return min((i.seq for i, _ in held), default=None)
+
+    def finish(self, timeout: float) -> bool:
+        """Take nothing more, write what is held, and wait up to `timeout` s for it; True
+        when everything it was given has been written (or lost, and logged)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            while self._items or self._batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def _main(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._items and not self._closed:
+                        self._cond.wait()
+                    if not self._items:
+                        return
+                    self._batch, self._items = self._items, []
+                try:
+                    self._write([item for item, _ in self._batch])
+                finally:
+                    with self._cond:
+                        self._bytes -= sum(size for _, size in self._batch)
+                        self._batch = []
+                        self._cond.notify_all()
+                    with contextlib.suppress(Exception):
+                        self._on_written()
+        finally:
+            self._on_exit()
+
+    def _write(self, items: list[Item]) -> None:
+        lines = []
+        for item in items:
+            try:
+                record = {"seq": item.seq, "kind": item.kind, "body": item.body}
+                lines.append((item.seq, item.kind, encode_record(record)))
+            except Exception as exc:  # e.g. a sketch that could not be read from the GPU
+                self.lost += 1
+                problem(
+                    logging.ERROR,
+                    "encode",
+                    "sedmon: %s at step %s cannot be serialised (%r); dropped",
+                    item.kind,
+                    item.body.get("step"),
+                    exc,
+                )
+        if not lines:
+            return
+        try:
+            self._get_spool().append_lines(lines)
+            self.written += len(lines)
+        except Exception as exc:
+            self.lost += len(lines)
+            problem(
+                logging.ERROR,
+                "spool",
+                "sedmon: cannot write the spool (%r); %d item(s) lost",
+                exc,
+                len(lines),
+            )
+
+
+def approx_bytes(item: Item) -> int:
+    """About the memory an item holds (its sketch, its metric values), for the overflow bound:
+    O(points) for a metrics batch, O(groups) for a checkpoint."""
+    body = item.body
+    size = 256
+    sketch = body.get("sketch")
+    if isinstance(sketch, Deferred):
+        size += sketch.nbytes
+    elif isinstance(sketch, dict):
+        size += sum(getattr(v, "nbytes", 8 * len(v)) for v in sketch.values())
+    metrics = body.get("metrics")
+    if isinstance(metrics, dict):
+        size += 100 * len(metrics)
+    points = body.get("points")
+    if isinstance(points, list):
+        size += sum(64 + 100 * len(p.get("values", ())) for p in points if isinstance(p, dict))
+    return size
+
+
 class Sender:
     """Posts one run's items from a daemon thread; see the module docstring."""
 
@@ -228,23 +402,37 @@ class Sender:
         settings: TransportSettings | None = None,
         on_checkpoint_ack: Callable[[dict[str, Any]], None] | None = None,
         on_tick: Callable[[], None] | None = None,
+        spool_type: type[Spool] = Spool,
     ) -> None:
         """on_tick: called from the sender thread between items and at least every 50 ms
-        (the run posts metrics that have waited long enough from there)."""
+        (the run posts metrics that have waited long enough from there). spool_type: the
+        spool class (a test hook: a subclass whose `_sync` sleeps is a slow disk)."""
         self.settings = settings or TransportSettings.from_env()
         self.server = server.rstrip("/")
         self.token = token
         self.run_spec = run_spec
         self.spool_root = Path(spool_root)
+        self.spool_type = spool_type
         self.run_id: int | None = None
         self.on_checkpoint_ack = on_checkpoint_ack
         self.on_tick = on_tick
         self._server_batches_metrics = True
         self.delivered = 0
         self.rejected = 0
+        self.overflowed = 0
+        """Items the training thread handed to the spool writer because the queue was full."""
+        self.dropped = 0
+        """Items refused because the queue was full and the overflow bound was reached."""
         self._queue: queue.Queue[Item] = queue.Queue(maxsize=self.settings.queue_size)
-        self._state = threading.RLock()
+        self._state = threading.RLock()  # in-memory state only: never held during I/O
+        self._spool_lock = threading.Lock()  # creating the spool (I/O): background threads only
         self._spool: Spool | None = None
+        self._writer = SpoolWriter(
+            self._get_spool,
+            int(self.settings.overflow_mb * 1024 * 1024),
+            on_written=self._after_write,
+            on_exit=self._background_exit,
+        )
         self._inflight: Item | None = None
         self._abandoned = False
         self._fatal: str | None = None
@@ -252,44 +440,66 @@ class Sender:
         self._next_probe = 0.0
         self._probe_backoff = self.settings.base_backoff_s
         self._closing = False
-        self._thread_done = False
-        self._thread_closes_spool = False
+        self._running = 0
         self._close_deadline = 0.0
         self._close_probe_done = False
+        self._submitted = 0
+        self._settled_at = -1
+        self._settle = threading.Condition()  # guards _settled_at; never held during I/O
+        self._reported = (0, 0)
+        self._report_lock = threading.Lock()
         self._stopped = threading.Event()
         self._wake = threading.Event()
         self._conn: Connection | None = None
         self._thread = threading.Thread(target=self._main, name="sedmon-sender", daemon=True)
 
-    # -- training-thread side ---------------------------------------------------------------
+    # -- training-thread side: no I/O, no lock that is held during I/O ----------------------
 
     def start(self) -> None:
+        self._running = 2
+        self._writer.start()
         self._thread.start()
 
     def submit(self, item: Item) -> None:
-        """Queue an item without blocking; spill it to the spool when the queue is full."""
-        if self._stopped.is_set():
-            self._spool_items([item])
-            return
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            problem(logging.WARNING, "full", "sedmon: send queue full; spooling to disk")
-            self._spool_items([item])
+        """Queue an item without blocking. When the queue is full the item goes to the spool
+        writer's memory (bounded by `overflow_mb`; past it the item is dropped and counted;
+        the end of the run is always taken)."""
+        with self._state:
+            queued = False
+            if not self._stopped.is_set():
+                try:
+                    self._queue.put_nowait(item)
+                    queued = True
+                except queue.Full:
+                    pass
+            if not queued:
+                bounded = item.kind != "finish"
+                size = approx_bytes(item) if bounded else 0
+                if self._writer.offer(item, size, bounded=bounded):
+                    self.overflowed += 1
+                else:
+                    self.dropped += 1
+            self._submitted += 1
         self._wake.set()
 
     def flush(self, timeout: float) -> bool:
-        """Wait up to `timeout` s until nothing is queued or in flight (or all is spooled)."""
+        """Wait up to `timeout` s until everything submitted so far is delivered, refused or
+        on disk (the sender thread says so; this thread only waits for its word)."""
+        with self._state:
+            target = self._submitted
+        self._wake.set()
         deadline = time.monotonic() + timeout
-        while True:
-            if self._settled():
-                return True
-            if not self._thread.is_alive() or time.monotonic() >= deadline:
-                return self._settled()
-            time.sleep(0.01)
+        with self._settle:
+            while self._settled_at < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    break
+                self._settle.wait(min(remaining, 0.05))
+            return self._settled_at >= target
 
     def close(self, timeout: float) -> bool:
-        """Deliver what is left within `timeout` s; whatever is not delivered goes to the spool.
+        """Deliver what is left within `timeout` s; whatever is not delivered goes to the spool
+        (written by the spool thread; this waits up to `spool_wait_s` more for the disk).
 
         Returns True when everything was delivered (nothing left in the spool by this run).
         """
@@ -302,32 +512,37 @@ class Sender:
         with self._state:
             self._stopped.set()
             self._abandoned = True
-            leftover: list[Item] = []
-            if self._inflight is not None:
-                leftover.append(self._inflight)
-            while True:
-                try:
-                    leftover.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            leftover = [self._inflight] if self._inflight is not None else []
+            leftover.extend(self._take_queue())
+            for item in leftover:
+                self._writer.offer(item)
         self._wake.set()
-        if leftover:
-            self._spool_items(leftover)
-        self._thread.join(0.2)
+        if self._thread.is_alive():
+            self._thread.join(0.2)
+        on_disk = self._writer.finish(self.settings.spool_wait_s)
         spool = self._spool
-        pending = spool.has_pending() if spool is not None else False
+        pending = spool.count if spool is not None else 0
+        if not on_disk:
+            logger.error(
+                "sedmon: the disk is slow: %d item(s) are not in the spool yet after %.0f s "
+                "(SEDMON_SPOOL_WAIT_S); they are lost if the process exits before",
+                self._writer.held(),
+                self.settings.spool_wait_s,
+            )
         if pending:
             logger.warning(
                 "sedmon: %d item(s) not delivered are kept in %s; run `sedmon sync` to send them",
-                len(spool.pending()) if spool else 0,
+                pending,
                 spool.directory if spool else "",
             )
-        with self._state:  # whoever finishes last closes the spool (and its lock)
-            if self._thread_done and spool is not None:
-                spool.close(remove_if_done=True)
-            else:
-                self._thread_closes_spool = True
-        return settled and not pending
+        if self.dropped:
+            logger.error(
+                "sedmon: %d item(s) were dropped: the send queue was full and %.3g MB "
+                "(SEDMON_OVERFLOW_MB) already waited for the disk",
+                self.dropped,
+                self.settings.overflow_mb,
+            )
+        return settled and on_disk and not pending
 
     @property
     def offline(self) -> bool:
@@ -337,52 +552,108 @@ class Sender:
     def spool(self) -> Spool | None:
         return self._spool
 
-    def _settled(self) -> bool:
-        with self._state:
-            if not self._queue.empty() or self._inflight is not None:
-                return False
-            if self._fatal:
-                return True
-            if self._offline:  # all is spooled; when closing, after one last probe
-                # that was refused, or until finish's bound (a slow server is waited for)
-                if not self._closing:
-                    return True
-                refused = self._conn is None or self._conn.refused
-                late = time.monotonic() >= self._close_deadline
-                return self._close_probe_done and (refused or late)
-            return self._spool is None or not self._spool.has_pending()
-
-    # -- spool ------------------------------------------------------------------------------
-
-    def _get_spool(self) -> Spool:
-        with self._state:
-            if self._spool is None:
-                self._spool = Spool.create(self.spool_root, self.server, self.run_spec)
-                if not self._spool.try_lock():
-                    logger.warning(
-                        "sedmon: spool %s is in use by another process", self._spool.directory
-                    )
-            return self._spool
-
-    def _spool_items(self, items: list[Item]) -> None:
-        try:
-            spool = self._get_spool()
-            for item in items:
-                spool.append(item.seq, item.kind, item.body)
-        except OSError as exc:
-            problem(logging.ERROR, "spool", "sedmon: cannot write the spool (%s); items lost", exc)
-
-    def _drain_queue_to_spool(self) -> None:
+    def _take_queue(self) -> list[Item]:
         items: list[Item] = []
         while True:
             try:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
-                break
-        if items:
-            self._spool_items(items)
+                return items
 
-    # -- sender thread ----------------------------------------------------------------------
+    # -- background threads -----------------------------------------------------------------
+
+    def _after_write(self) -> None:
+        """From the spool thread, after each batch: the sender may go on; and the lines
+        about a full queue are written from here too (the sender may be stuck posting)."""
+        self._wake.set()
+        self._report_overflow()
+
+    def _background_exit(self) -> None:
+        """The last of the two threads to end closes the spool (and removes it when empty)."""
+        with self._state:
+            self._running -= 1
+            last = self._running <= 0
+        spool = self._spool
+        if last and spool is not None:
+            with contextlib.suppress(Exception):
+                spool.close(remove_if_done=True)
+
+    def _get_spool(self) -> Spool:
+        with self._spool_lock:
+            if self._spool is None:
+                spool = self.spool_type.create(self.spool_root, self.server, self.run_spec)
+                if not spool.try_lock():
+                    logger.warning("sedmon: spool %s is in use by another process", spool.directory)
+                self._spool = spool
+            return self._spool
+
+    def _drain_queue_to_spool(self) -> None:
+        """Hand the queue to the spool writer, when the writer is idle: one queue's worth in
+        its memory at a time (a slow disk leaves the rest in the bounded queue)."""
+        with self._state:
+            if self._stopped.is_set() or not self._writer.idle():
+                return  # close() has taken the queue, or the disk has not caught up
+            for item in self._take_queue():
+                self._writer.offer(item)
+
+    def _oldest_in_memory(self) -> int | None:
+        """The smallest sequence number still in the queue or the spool writer's hands."""
+        with self._queue.mutex:  # a copy under the lock, the scan outside it
+            items = list(self._queue.queue)
+        queued = min((i.seq for i in items), default=None)
+        writing = self._writer.oldest()
+        return min((s for s in (queued, writing) if s is not None), default=None)
+
+    def _settled(self) -> bool:
+        """Nothing queued, in flight or waiting for the disk, and delivered or (offline)
+        spooled. The sender thread's view; published to `flush` by `_publish`."""
+        if not self._queue.empty() or self._inflight is not None or not self._writer.idle():
+            return False
+        if self._fatal:
+            return True
+        if self._offline:  # all is spooled; when closing, after one last probe
+            # that was refused, or until finish's bound (a slow server is waited for)
+            if not self._closing:
+                return True
+            refused = self._conn is None or self._conn.refused
+            late = time.monotonic() >= self._close_deadline
+            return self._close_probe_done and (refused or late)
+        spool = self._spool
+        return spool is None or not spool.has_pending()
+
+    def _publish(self) -> None:
+        with self._state:
+            seen = self._submitted  # every item counted here is visible to _settled
+        settled = self._settled()
+        with self._settle:
+            self._settled_at = seen if settled else -1
+            self._settle.notify_all()
+
+    def _report_overflow(self) -> None:
+        """The training thread only counts; the lines about it are written from here (by
+        whichever background thread comes first; rate-limited)."""
+        with self._report_lock:
+            overflowed, dropped = self.overflowed, self.dropped
+            reported, self._reported = self._reported, (overflowed, dropped)
+        if (overflowed, dropped) == reported:
+            return
+        if overflowed != reported[0]:
+            problem(
+                logging.WARNING,
+                "full",
+                "sedmon: send queue full (%d items); %d item(s) so far went to the spool instead",
+                self.settings.queue_size,
+                overflowed,
+            )
+        if dropped != reported[1]:
+            problem(
+                logging.ERROR,
+                "dropped",
+                "sedmon: %d item(s) dropped so far: the send queue is full and %.3g MB "
+                "(SEDMON_OVERFLOW_MB) already wait for a slow disk",
+                dropped,
+                self.settings.overflow_mb,
+            )
 
     def _main(self) -> None:
         try:
@@ -394,7 +665,10 @@ class Sender:
                 self._get_spool()
             while not self._stopped.is_set():
                 self._tick()
-                if not self._step():
+                worked = self._step()
+                self._report_overflow()
+                self._publish()
+                if not worked:
                     self._wake.wait(0.05)
                     self._wake.clear()
         except Exception as exc:  # the sender must never take the process down
@@ -405,10 +679,9 @@ class Sender:
         finally:
             if self._conn is not None:
                 self._conn.close()
-            with self._state:
-                self._thread_done = True
-                if self._thread_closes_spool and self._spool is not None:
-                    self._spool.close()
+            with contextlib.suppress(Exception):
+                self._publish()
+            self._background_exit()
 
     def _tick(self) -> None:
         if self.on_tick is None:
@@ -419,16 +692,32 @@ class Sender:
             problem(logging.WARNING, "tick", "sedmon: periodic metrics flush failed: %r", exc)
 
     def _step(self) -> bool:
-        """Do one unit of work; False when there was nothing to do."""
+        """Do one unit of work; False when there was nothing to do.
+
+        Items are posted directly only while nothing older can be elsewhere: the spool
+        writer idle (checked first: what it wrote is in the spool's index by then) and the
+        spool empty. Otherwise the queue goes to the spool too, and the spool is replayed
+        in sequence order: its head is posted once nothing older is still in memory (on its
+        way to the disk).
+        """
         if self._fatal:
             self._drain_queue_to_spool()
             return False
+        writing = not self._writer.idle()
         spool = self._spool
-        if self._offline or (spool is not None and spool.has_pending()):
+        if self._offline or writing or (spool is not None and spool.has_pending()):
             self._drain_queue_to_spool()
             if self._offline and time.monotonic() < self._next_probe:
                 return False
-            return self._replay_one(self._get_spool())
+            try:
+                spool = self._get_spool()
+            except OSError as exc:
+                problem(logging.ERROR, "spool", "sedmon: cannot open the spool (%s)", exc)
+                return False
+            head, oldest = spool.head(), self._oldest_in_memory()
+            if oldest is not None and (head is None or oldest < head.seq):
+                return False  # the writer wakes this thread when its batch is on disk
+            return self._replay_one(spool)
         with self._state:
             if self._stopped.is_set():
                 return False
@@ -440,9 +729,11 @@ class Sender:
         outcome = self._deliver(item)
         with self._state:
             self._inflight = None
-            if outcome is Outcome.UNREACHABLE and not self._abandoned:
-                self._spool_items([item])
-                self._go_offline()
+            spooled = outcome is Outcome.UNREACHABLE and not self._abandoned
+            if spooled:
+                self._writer.offer(item)
+        if spooled:
+            self._go_offline()
         return True
 
     def _replay_one(self, spool: Spool) -> bool:
@@ -535,6 +826,21 @@ class Sender:
         return str(self.run_spec["project"]), str(self.run_spec["name"])
 
     def _deliver(self, item: Item) -> Outcome:
+        try:
+            return self._post_item(item)
+        except Unsendable as exc:
+            self.rejected += 1
+            problem(
+                logging.ERROR,
+                "unsendable",
+                "sedmon: %s at step %s cannot be serialised (%s); dropped",
+                item.kind,
+                item.body.get("step"),
+                exc,
+            )
+            return Outcome.FINAL
+
+    def _post_item(self, item: Item) -> Outcome:
         if not self._ensure_run():
             return Outcome.UNREACHABLE
         assert self._conn is not None and self.run_id is not None

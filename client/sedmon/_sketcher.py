@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sedmon._deferred import Deferred, Ready
 from sedmon_core.sketch import (
     BLOCK,
     GAMMA,
@@ -89,18 +90,26 @@ def _cached(cache: OrderedDict[Any, Any], key: Any, make: Any) -> Any:
     return value
 
 
+def _to_device(host: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host array on `device`. To CUDA through pinned memory with non_blocking=True: a
+    pageable copy would make the host wait for the whole stream (the training kernels
+    queued before it); torch keeps the pinned buffer until the copy is done."""
+    tensor = torch.from_numpy(host) if isinstance(host, np.ndarray) else host
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _tables(spec: SketchSpec, device: torch.device) -> _Tables:
     def make() -> _Tables:
         bucket, sign = countsketch_table(spec)
+        rotate = (torch.arange(spec.dim)[:, None] + torch.arange(spec.dim)).remainder(spec.dim)
         return _Tables(
-            torch.from_numpy(bucket).to(device),
-            torch.from_numpy(sign).to(device),
-            torch.from_numpy(bucket + spec.dim * (sign < 0)).to(device),
-            (torch.arange(spec.dim)[:, None] + torch.arange(spec.dim))
-            .remainder(spec.dim)
-            .reshape(-1)
-            .to(device),
-            torch.from_numpy(1.0 - 2.0 * _BYTE_BITS).to(device),
+            _to_device(bucket, device),
+            _to_device(sign, device),
+            _to_device(bucket + spec.dim * (sign < 0), device),
+            _to_device(rotate.reshape(-1), device),
+            _to_device(1.0 - 2.0 * _BYTE_BITS, device),
         )
 
     return _cached(_tables_cache, (spec, str(device)), make)
@@ -124,7 +133,7 @@ def _plan(spec: SketchSpec, device: torch.device, pieces: Sequence[ShardPiece]) 
             first, count = _block_span(piece)
             blocks = np.arange(first, first + count, dtype=np.int64)
             rows.append(np.stack(countsketch_block_words(spec, piece.name, blocks), axis=1))
-        return torch.from_numpy(np.concatenate(rows)).to(device)
+        return _to_device(np.concatenate(rows), device)
 
     return _cached(_plans_cache, (spec, str(device), layout), make)
 
@@ -423,6 +432,38 @@ def _identity(tensors: Sequence[torch.Tensor]) -> np.ndarray:
     return np.concatenate([t.detach().reshape(-1).cpu().double().numpy() for t in full])
 
 
+class PendingSketch(Deferred):
+    """{group: sketch float64 numpy} on its way to host memory; `result()` waits for it.
+
+    CUDA sketches are copied into pinned host memory with non_blocking=True behind a CUDA
+    event, so the thread that made them (the training thread) does not wait for the
+    stream; `result()` (the sender thread) waits on the event, then reads the numbers.
+    CPU sketches are read at once.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        groups: Sequence[str],
+        copies: Sequence[tuple[list[str], torch.Tensor, torch.cuda.Event | None]],
+    ) -> None:
+        super().__init__()
+        self._dim = dim
+        self._groups = list(groups)
+        self._copies = list(copies)
+        self.nbytes = 8 * dim * len(self._groups)
+
+    def _compute(self) -> dict[str, np.ndarray]:
+        out = {g: np.zeros(self._dim, dtype=np.float64) for g in self._groups}
+        for names, host, event in self._copies:
+            if event is not None:
+                event.synchronize()  # the copy into `host` is done (the GIL is released)
+            for group, row in zip(names, host.numpy(), strict=True):
+                out[group] += row
+        self._copies = []  # the pinned buffers go back to torch's cache
+        return out
+
+
 @torch.no_grad()
 def sketch_groups(
     spec: SketchSpec,
@@ -438,14 +479,36 @@ def sketch_groups(
     all-reduce the partial sketches over torch.distributed's default group; None means
     when some parameter is a DTensor (then unsharded tensors count on rank 0 only).
     Projected methods give (k,) per group, identity the group's elements in its order.
-    Per device one device-to-host transfer.
+    Per device one device-to-host transfer. Waits for the device (see
+    `sketch_groups_async` for the variant that does not).
     """
+    result: dict[str, np.ndarray] = sketch_groups_async(
+        spec, named_params, groups, chunk_elems=chunk_elems, reduce=reduce
+    ).result()
+    return result
+
+
+@torch.no_grad()
+def sketch_groups_async(
+    spec: SketchSpec,
+    named_params: Sequence[tuple[str, torch.Tensor]],
+    groups: Mapping[str, Sequence[str]],
+    *,
+    chunk_elems: int | None = None,
+    reduce: bool | None = None,
+) -> Deferred:
+    """`sketch_groups`, returning once the work is queued on the device: its `result()` is
+    the {group: numpy} dict. On CPU the sketch is computed before this returns. On CUDA the
+    caller does not wait for the stream, except where torch.distributed does (with reduce:
+    a gloo all-reduce needs the numbers on the host; NCCL's is queued on the device) and
+    for `identity` (the exact parameters, for small models: copied synchronously)."""
     tensors = dict(named_params)
     missing = [n for names in groups.values() for n in names if n not in tensors]
     if missing:
         raise KeyError(f"groups name unknown parameters: {missing[:5]}")
     if spec.method == "identity":
-        return {g: _identity([tensors[n] for n in names]) for g, names in groups.items()}
+        exact = {g: _identity([tensors[n] for n in names]) for g, names in groups.items()}
+        return Ready(exact, sum(v.nbytes for v in exact.values()))
     _check_projected(spec)
     sharded = any(_is_dtensor(t) for t in tensors.values())
     if reduce is None:
@@ -468,9 +531,9 @@ def sketch_groups(
 
 def _to_host(
     spec: SketchSpec, partial: Mapping[str, list[torch.Tensor]], reduce: bool
-) -> dict[str, np.ndarray]:
+) -> PendingSketch:
     """Sum the per-device partial sketches (and, with reduce, over ranks); one
-    device-to-host copy per device."""
+    device-to-host copy per device, asynchronous from CUDA."""
     if reduce:
         device = _reduce_device()
         summed = {}
@@ -484,12 +547,19 @@ def _to_host(
     for group, parts in partial.items():
         for part in parts:
             by_device.setdefault(part.device, []).append((group, part))
-    out = {g: np.zeros(spec.dim, dtype=np.float64) for g in partial}
-    for items in by_device.values():
-        host = torch.stack([t for _, t in items]).cpu().numpy()
-        for (group, _), row in zip(items, host, strict=True):
-            out[group] += row
-    return out
+    copies: list[tuple[list[str], torch.Tensor, torch.cuda.Event | None]] = []
+    for device, items in by_device.items():
+        names = [g for g, _ in items]
+        stacked = torch.stack([t for _, t in items])
+        if device.type == "cuda":
+            host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
+            host.copy_(stacked, non_blocking=True)  # queued on the stream, after the sketch
+            event = torch.cuda.Event(blocking=True)  # synchronize() sleeps, does not spin
+            event.record(torch.cuda.current_stream(device))
+            copies.append((names, host, event))
+        else:
+            copies.append((names, stacked.cpu(), None))
+    return PendingSketch(spec.dim, list(partial), copies)
 
 
 def _zeros(spec: SketchSpec, device: torch.device) -> torch.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -26,11 +27,12 @@ import shutil
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from sedmon._deferred import Deferred
 from sedmon._logging import logger
 
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -52,12 +54,15 @@ def run_folder_name(server: str, project: str, name: str) -> str:
 
 
 def to_json(body: Any) -> bytes:
-    """Compact JSON with NaN/Infinity allowed; numpy arrays (sketches) become lists here,
-    off the training thread."""
+    """Compact JSON with NaN/Infinity allowed; numpy arrays (sketches) become lists here, and
+    deferred values (a sketch on its way from the GPU) are waited for here: off the training
+    thread."""
     return json.dumps(body, separators=(",", ":"), allow_nan=True, default=_array_list).encode()
 
 
 def _array_list(value: Any) -> Any:
+    if isinstance(value, Deferred):
+        return value.result()
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
@@ -107,6 +112,9 @@ class Spool:
         self._lock_file: IO[bytes] | None = None
         self.torn = 0
         """Lines skipped as torn or corrupt during the last scan."""
+        self.count = 0
+        """Pending records as last indexed; read without the lock (by a thread that must not
+        wait for the disk), so it may lag a write in progress."""
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -168,24 +176,40 @@ class Spool:
 
     def append(self, seq: int, kind: str, body: dict[str, Any]) -> None:
         """Write one record durably (flush + fsync) and index it as pending."""
-        line = encode_record({"seq": seq, "kind": kind, "body": body})
+        self.append_lines([(seq, kind, encode_record({"seq": seq, "kind": kind, "body": body}))])
+
+    def append_lines(self, records: list[tuple[int, str, bytes]]) -> None:
+        """Write encoded records (`encode_record` lines, with their seq and kind) durably, one
+        flush + fsync for all of them, and index them as pending."""
+        if not records:
+            return
         with self._lock:
             self._ensure_index()
-            f = self._writer(len(line))
-            offset = f.tell()
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-            assert self._index is not None and self._segment_path is not None
-            entry = Entry(seq, str(self._segment_path), offset, len(line), kind)
-            if self._index and self._index[-1].seq > seq:
-                self._index.append(entry)
+            assert self._index is not None
+            entries = []
+            for seq, kind, line in records:
+                f = self._writer(len(line))
+                assert self._segment_path is not None
+                entries.append(Entry(seq, str(self._segment_path), f.tell(), len(line), kind))
+                f.write(line)
+            assert self._segment is not None
+            self._sync(self._segment)
+            tail = [*self._index[-1:], *entries]
+            in_order = all(a.seq < b.seq for a, b in itertools.pairwise(tail))
+            self._index.extend(entries)
+            if not in_order:
                 self._index.sort()
-            else:
-                self._index.append(entry)
+            self.count = len(self._index)
+
+    def _sync(self, f: IO[bytes]) -> None:
+        """Flush and fsync a file being written: the one place where a write waits for the
+        disk (records, the `acked` file). A test hook: a subclass that sleeps here is a slow
+        disk."""
+        _flush_fsync(f)
 
     def _writer(self, incoming: int) -> IO[bytes]:
         if self._segment is not None and self._segment.tell() + incoming > SEGMENT_BYTES:
+            self._sync(self._segment)  # what went there is durable before it is closed
             self._segment.close()
             self._segment = None
         if self._segment is None:
@@ -233,8 +257,9 @@ class Spool:
             if seq <= self._acked:
                 return
             self._acked = seq
-            _atomic_write(self.directory / "acked", json.dumps({"seq": seq}))
+            _atomic_write(self.directory / "acked", json.dumps({"seq": seq}), self._sync)
             self._index = [e for e in self._index if e.seq > seq]
+            self.count = len(self._index)
             live = {e.path for e in self._index}
             current = str(self._segment_path) if self._segment_path else None
             for path in self._segments():
@@ -277,6 +302,7 @@ class Spool:
             )
         index.sort()
         self._index = index
+        self.count = len(index)
 
     @staticmethod
     def _scan(path: Path) -> Iterator[tuple[int, int, dict[str, Any] | None]]:
@@ -291,10 +317,14 @@ class Spool:
             offset = end + 1
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _flush_fsync(f: IO[bytes]) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _atomic_write(path: Path, text: str, sync: Callable[[IO[bytes]], None] = _flush_fsync) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    with open(tmp, "wb") as f:
+        f.write(text.encode())
+        sync(f)
     os.replace(tmp, path)

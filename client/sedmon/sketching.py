@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sedmon._deferred import Deferred, Ready
 from sedmon._parameters import Grouping, group_members, named_parameters
 from sedmon_core.sketch import SketchSpec, sketch_named
 
@@ -47,6 +48,27 @@ def sketch_parameters(
 
     Torch tensors are sketched on their own device without a copy of the model (and
     DTensor shards are summed over ranks); numpy arrays use sedmon_core's reference.
+    Waits for the device to finish (the numbers are read here).
+    """
+    result: dict[str, np.ndarray] = sketch_parameters_async(
+        model_or_named_parameters, dim, method, seed, groups
+    ).result()
+    return result
+
+
+def sketch_parameters_async(
+    model_or_named_parameters: Any,
+    dim: int = DEFAULT_DIM,
+    method: str = "countsketch",
+    seed: int = 0,
+    groups: Grouping = "all",
+) -> Deferred:
+    """`sketch_parameters` that returns once the work is queued: `result()` is its dict.
+
+    What a checkpoint uses. On CUDA the sketch is copied to pinned host memory behind a CUDA
+    event and `result()` waits on that event, on whichever thread calls it (the sender's),
+    so the caller does not wait for the training kernels queued before the sketch. On CPU
+    (and for numpy arrays) the sketch is computed before this returns.
     """
     spec = SketchSpec(method, dim, seed)
     if spec.method == "external":
@@ -58,9 +80,10 @@ def sketch_parameters(
     if any(_is_torch(t) for _, t in named):
         import torch
 
-        from sedmon._sketcher import sketch_groups
+        from sedmon._sketcher import sketch_groups_async
 
         tensors = [(n, torch.from_numpy(t) if isinstance(t, np.ndarray) else t) for n, t in named]
-        return sketch_groups(spec, tensors, members)
+        return sketch_groups_async(spec, tensors, members)
     arrays = dict(named)
-    return {g: sketch_named(spec, [(n, arrays[n]) for n in names]) for g, names in members.items()}
+    out = {g: sketch_named(spec, [(n, arrays[n]) for n in names]) for g, names in members.items()}
+    return Ready(out, sum(v.nbytes for v in out.values()))

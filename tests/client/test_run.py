@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from scripted import Scripted, ok
 
 import sedmon
 from sedmon._spool import Spool
@@ -198,3 +199,64 @@ def test_server_and_token_come_from_the_environment(
     assert run.server.endswith(str(closed_port))
     assert run._sender is not None and run._sender.token == "from-env"
     run.finish(timeout=0.2)
+
+
+def test_a_checkpoint_delivers_the_sketch_that_sketch_parameters_computes(
+    tmp_path: Path,
+) -> None:
+    server = Scripted(ok)
+    try:
+        model = _model()
+        run = _init(server.url, tmp_path, model=model, groups="layers")
+        run.checkpoint(3)
+        expected = sedmon.sketch_parameters(model, dim=16, groups="layers")
+        with torch.no_grad():
+            model[0].weight.add_(1.0)  # the next update: after the checkpoint's sketch
+        assert run.flush(10)
+        (body,) = server.posted("/checkpoints")
+        assert body["step"] == 3 and set(body["sketch"]) == set(expected)
+        for group, values in body["sketch"].items():
+            assert np.array_equal(np.array(values), expected[group])
+        run.finish(timeout=5)
+    finally:
+        server.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_checkpoint_returns_while_the_gpu_is_busy_and_delivers_its_sketch(
+    tmp_path: Path,
+) -> None:
+    server = Scripted(ok)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.Linear(512, 16)).cuda()
+        run = _init(server.url, tmp_path, model=model, dim=64)
+        run.checkpoint(0)  # first use: tables and plans on the device, pinned buffers
+        assert run.flush(30)
+        expected = sedmon.sketch_parameters(model, dim=64)["all"]
+        a = torch.randn(8192, 8192, device="cuda")
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(3):
+            a @ a
+        torch.cuda.synchronize()
+        repeats = max(3, int(2.0 / ((time.perf_counter() - t0) / 3)))  # about 2 s of GPU work
+        for _ in range(repeats):
+            a @ a
+        t0 = time.perf_counter()
+        run.checkpoint(1)  # queued behind the matmuls
+        returned = time.perf_counter() - t0
+        busy = not torch.cuda.current_stream().query()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)  # the next update, queued after the checkpoint
+        torch.cuda.synchronize()
+        assert busy and returned < 0.5, returned  # a synchronising copy would wait ~2 s
+        assert run.flush(30)
+        (body,) = [b for b in server.posted("/checkpoints") if b["step"] == 1]
+        got = np.array(body["sketch"]["all"])
+        assert np.linalg.norm(got - expected) <= 1e-12 * np.linalg.norm(expected)
+        assert not np.allclose(got, sedmon.sketch_parameters(model, dim=64)["all"])
+        run.finish(timeout=5)
+    finally:
+        server.close()

@@ -219,3 +219,18 @@ def test_two_gloo_ranks_sketching_their_shards_sum_to_the_unsharded_sketch(
     result = {k: np.array(v) for k, v in json.loads(out.read_text()).items()}
     close(result["flat"], result["whole"], 1e-12)
     close(result["dtensor"], result["whole3"], 1e-12)
+
+
+def test_the_deferred_sketch_is_the_sketch_and_serialises_as_json() -> None:
+    from sedmon._spool import to_json
+    from sedmon.sketching import sketch_parameters_async
+
+    model = torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.ReLU(), torch.nn.Linear(20, 5))
+    pending = sketch_parameters_async(model, dim=50, groups="layers")
+    assert pending.nbytes == 2 * 50 * 8
+    want = sketch_parameters(model, dim=50, groups="layers")
+    got = json.loads(to_json({"sketch": pending}))["sketch"]
+    assert set(got) == set(want)
+    for group in want:
+        assert np.array_equal(np.array(got[group]), want[group])
+    assert pending.result() is pending.result()  # computed once

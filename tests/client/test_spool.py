@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 from sedmon._spool import Spool, decode_line, encode_record
 
@@ -96,3 +97,29 @@ def test_only_one_process_holds_the_replay_lock(tmp_path: Path) -> None:
     first.close()
     assert second.try_lock()
     second.close()
+
+
+class CountingSpool(Spool):
+    syncs = 0
+
+    def _sync(self, f: IO[bytes]) -> None:
+        CountingSpool.syncs += 1
+        super()._sync(f)
+
+
+def test_a_batch_of_records_costs_one_fsync_and_replays_in_sequence_order(
+    tmp_path: Path,
+) -> None:
+    spool = CountingSpool(_spool(tmp_path).directory)
+    spool.append(5, "checkpoint", {"step": 5})
+    CountingSpool.syncs = 0
+    batch = [
+        (s, "checkpoint", encode_record({"seq": s, "kind": "checkpoint", "body": {"step": s}}))
+        for s in (7, 3, 9)
+    ]
+    spool.append_lines(batch)
+    assert CountingSpool.syncs == 1
+    assert spool.count == 4
+    spool.close()
+    reopened = Spool(spool.directory)
+    assert [reopened.read(e)["step"] for e in reopened.pending()] == [3, 5, 7, 9]

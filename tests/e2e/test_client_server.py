@@ -342,3 +342,29 @@ def test_metrics_logged_every_step_arrive_whole_in_a_few_requests(
     assert run._sender is not None and run._sender.rejected == 0
     # checkpoints + finish + one batch per 64 steps and per checkpoint: not one per step
     assert run._sender.delivered <= (steps // every + 1) + 1 + (steps // 64 + 1) + steps // every
+
+
+def test_a_full_send_queue_still_delivers_every_item_once_and_in_order(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEDMON_QUEUE_SIZE", "2")  # full at once: items go by way of the spool
+    monkeypatch.setenv("SEDMON_METRICS_BATCH_POINTS", "4")
+    steps, every = 200, 2
+    loop = Loop(seed=5)
+    name = f"full-queue-{time.time_ns()}"
+    run = sedmon.init(
+        project="e2e", name=name, model=loop.model, optimizer=loop.opt, server=server,
+        token=ADMIN, every=every, dim=32, windows=[3], spool_dir=tmp_path,
+    )  # fmt: skip
+    logged = [loop.step(run.log) for _ in range(steps)]
+    sender = run._sender
+    assert sender is not None
+    run.finish(timeout=60)
+    record = _run_by_name(server, "e2e", name)
+    assert record["state"] == "finished"
+    assert (record["num_checkpoints"], record["last_step"]) == (steps // every + 1, steps)
+    (loss,) = _get(server, f"/api/v1/runs/{record['id']}/metrics", name="loss")["series"]
+    assert loss["steps"] == list(range(1, steps + 1)) and loss["values"] == logged
+    # out of order, a checkpoint would be refused (409); twice, it would be "unchanged"
+    assert sender.overflowed > 0 and sender.dropped == 0 and sender.rejected == 0
+    assert Spool.folders(tmp_path) == [] or not Spool(Spool.folders(tmp_path)[0]).has_pending()
