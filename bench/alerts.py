@@ -8,14 +8,17 @@ checkpoint (same state, same lifecycle), with no server. Prints tables.
     .venv/bin/python bench/alerts.py [--seeds 50] [--first-seed 0] [--quiet-length 1000]
 
 Delay is in checkpoints from the planted change (the first changed delta) to the
-checkpoint at which the alert fires; "hit" counts runs where the expected rule fired at or
-after the change and within 3 W checkpoints of it; "extra" counts further alerts of that
-rule in the same runs after the first (one event should fire once). False alarms: alerts
-per 1,000 checkpoints on quiet runs, and the share of event runs with an alert before the
-change. The storm table counts every series rule together on the quiet runs: the issue's
-"1,000 checkpoints of a steady noisy run give at most one alert", per run. The cost table
-times `rules.evaluate` per checkpoint (JSON round trip of the state included, as the
-server stores it between checkpoints).
+checkpoint at which the alert fires. The first table is each rule on its own (what it
+detects, whether or not `rules.fold_event` folds it into another rule's alert): "hit"
+counts runs where the expected rule fired at or after the change and within 3 W
+checkpoints of it; "extra" counts further firings of that rule in the same runs after the
+first (one event should fire once). False alarms: firings per 1,000 checkpoints on quiet
+runs, and the share of event runs with one before the change. The events table counts the
+alerts the server raises (after folding) on the event runs: one event should be one
+alert. The storm table counts those alerts, every series rule together, on the quiet runs:
+the issue's "1,000 checkpoints of a steady noisy run give at most one alert", per run. The
+cost table times `rules.evaluate` per checkpoint (JSON round trip of the state included,
+as the server stores it between checkpoints) and `rules.fold_event`.
 """
 
 from __future__ import annotations
@@ -47,49 +50,71 @@ EXPECTED = {
     "rank": ("rank_change", "distribution_shift"),
     "switch": ("distribution_shift",),
 }
-FIRE_ACTIONS = ("open_firing", "fire", "reopen")
+
+
+def _advance(open_state: dict[str, str | None], rule: str, outcome: rules.Outcome) -> bool:
+    """Apply the lifecycle to one rule's open alert; True when it raises an alert."""
+    action = rules.lifecycle(open_state[rule], outcome)
+    if action == "open_pending":
+        open_state[rule] = "pending"
+    elif action in rules.FIRE_ACTIONS:
+        open_state[rule] = "firing"
+    elif action in ("resolve", "drop"):
+        open_state[rule] = None
+    return action in rules.FIRE_ACTIONS
 
 
 def fired(
     positions: np.ndarray, settings: rules.AlertSettings
-) -> tuple[dict[str, list[int]], dict[str, list[tuple[float, float, int]]]]:
-    """Checkpoint indices at which each series rule fires over one run, evaluated online, and
-    per evaluation (seconds evaluating, seconds of the state's JSON round trip, state bytes):
-    the server keeps the state as JSON between checkpoints."""
+) -> tuple[dict[str, list[int]], dict[str, list[int]], dict[str, list[tuple[float, float, int]]]]:
+    """Over one run, evaluated online: the checkpoint indices at which each series rule fires
+    on its own (its lifecycle alone), those at which it raises an alert as the server does
+    (after `rules.fold_event`), and per evaluation (seconds evaluating, seconds of the
+    state's JSON round trip, state bytes): the server keeps the state as JSON between
+    checkpoints. The cost of `fold_event` is listed under rules.EVENT_STATE."""
     deltas = np.diff(positions, axis=0)
     spectra = spectrum_series(deltas @ deltas.T, WINDOW)
-    states: dict[str, str] = {r: "{}" for r in rules.SERIES_RULES}
-    open_state: dict[str, str | None] = {r: None for r in rules.SERIES_RULES}
+    names = (*rules.SERIES_RULES, rules.EVENT_STATE)
+    states: dict[str, str] = {r: "{}" for r in names}
+    alone: dict[str, str | None] = {r: None for r in rules.SERIES_RULES}
+    served: dict[str, str | None] = {r: None for r in rules.SERIES_RULES}
     fires: dict[str, list[int]] = {r: [] for r in rules.SERIES_RULES}
-    costs: dict[str, list[tuple[float, float, int]]] = {r: [] for r in rules.SERIES_RULES}
+    alerts: dict[str, list[int]] = {r: [] for r in rules.SERIES_RULES}
+    costs: dict[str, list[tuple[float, float, int]]] = {r: [] for r in names}
     for i, spectrum in enumerate(spectra):
         checkpoint = i + WINDOW  # window of deltas i+1..i+W ends at checkpoint i+W
         obs = rules.Observation.of(checkpoint, spectrum)
+        outcomes = {}
         for rule in rules.SERIES_RULES:
             loaded = json.loads(states[rule])
             started = time.perf_counter()
-            state, outcome = rules.evaluate(rule, settings, loaded, obs)
+            state, outcomes[rule] = rules.evaluate(rule, settings, loaded, obs)
             evaluated = time.perf_counter()
             states[rule] = json.dumps(state)
             json.loads(states[rule])
             stored = time.perf_counter()
             costs[rule].append((evaluated - started, stored - evaluated, len(states[rule])))
-            action = rules.lifecycle(open_state[rule], outcome)
-            if action in FIRE_ACTIONS:
+            if _advance(alone, rule, outcomes[rule]):
                 fires[rule].append(checkpoint)
-            if action in ("open_pending",):
-                open_state[rule] = "pending"
-            elif action in ("open_firing", "fire", "reopen"):
-                open_state[rule] = "firing"
-            elif action in ("resolve", "drop"):
-                open_state[rule] = None
-    return fires, costs
+        loaded = json.loads(states[rules.EVENT_STATE])
+        started = time.perf_counter()
+        event, outcomes, _ = rules.fold_event(settings, WINDOW, loaded, outcomes, served, i)
+        evaluated = time.perf_counter()
+        states[rules.EVENT_STATE] = json.dumps(event)
+        json.loads(states[rules.EVENT_STATE])
+        stored = time.perf_counter()
+        size = len(states[rules.EVENT_STATE])
+        costs[rules.EVENT_STATE].append((evaluated - started, stored - evaluated, size))
+        for rule in rules.SERIES_RULES:
+            if _advance(served, rule, outcomes[rule]):
+                alerts[rule].append(checkpoint)
+    return fires, alerts, costs
 
 
 def one_run(job: tuple[str, float, int, int]) -> dict[str, Any]:
     family, noise, seed, n = job
     traj = trajectory(family, n=n, seed=seed, noise=noise)
-    fires, _ = fired(traj.positions, rules.AlertSettings())
+    fires, alerts, _ = fired(traj.positions, rules.AlertSettings())
     return {
         "family": family,
         "noise": noise,
@@ -97,6 +122,7 @@ def one_run(job: tuple[str, float, int, int]) -> dict[str, Any]:
         "checkpoints": n + 1,
         "at": traj.at,
         "fires": fires,
+        "alerts": alerts,
     }
 
 
@@ -152,7 +178,7 @@ def main() -> None:
     ]
     # Timed alone, in this process, before the pool: its processes share the CPUs.
     traj = trajectory("steady", n=2000, seed=0, noise=1.0)
-    _, costs = fired(traj.positions, rules.AlertSettings())
+    _, _, costs = fired(traj.positions, rules.AlertSettings())
     with ProcessPoolExecutor(max_workers=args.workers or None) as pool:
         results = list(pool.map(one_run, jobs, chunksize=4))
     cells: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
@@ -223,24 +249,75 @@ def main() -> None:
         rows,
     )
 
+    print(
+        "\nEvents: the alerts raised (one event, one alert: rules.fold_event, refractory"
+        f" {rules.AlertSettings().refractory_w:g} W), every series rule together, event runs"
+    )
+    event_rows = []
+    for family in FAMILIES:
+        if family in QUIET:
+            continue
+        for noise in NOISE_LEVELS:
+            runs = cells[(family, noise)]
+            per_run, first, early = [], [], 0
+            for r in runs:
+                at_list = sorted(c for a in r["alerts"].values() for c in a)
+                per_run.append(len(at_list))
+                early += any(c < r["at"] for c in at_list)
+                after = [c - r["at"] for c in at_list if 0 <= c - r["at"] <= 3 * WINDOW]
+                if after:
+                    first.append(after[0])
+            event_rows.append(
+                (
+                    family,
+                    f"{noise:.1f}",
+                    f"{len(first)}/{len(runs)}",
+                    f"{np.median(first):.0f} [{min(first)}-{max(first)}]" if first else "-",
+                    f"{early}/{len(runs)}",
+                    f"{np.mean(per_run):.2f}",
+                    f"{sum(c > 1 for c in per_run)}/{len(runs)}",
+                )
+            )
+    _table(
+        (
+            "family",
+            "noise",
+            "alert (<=3W)",
+            "first alert delay median [min-max]",
+            "alert before the change",
+            "alerts per run",
+            "runs with > 1 alert",
+        ),
+        event_rows,
+    )
+
     print("\nStorm: every series rule together, quiet runs of", args.quiet_length, "checkpoints")
     storm_rows = []
     for family in QUIET:
         for noise in NOISE_LEVELS:
             runs = cells[(family, noise)]
-            per_run = [sum(len(a) for a in r["fires"].values()) for r in runs]
+            per_run = [sum(len(a) for a in r["alerts"].values()) for r in runs]
+            alone = sum(len(a) for r in runs for a in r["fires"].values())
             checkpoints = sum(r["checkpoints"] for r in runs)
             storm_rows.append(
                 (
                     family,
                     f"{noise:.1f}",
+                    f"{1000.0 * alone / checkpoints:.2f}/1k",
                     f"{1000.0 * sum(per_run) / checkpoints:.2f}/1k",
                     f"{sum(c > 1 for c in per_run)}/{len(runs)}",
                     str(max(per_run)),
                 )
             )
     _table(
-        ("family", "noise", "alerts, all rules", "runs with > 1 alert", "most in one run"),
+        (
+            "family",
+            "noise",
+            "rules firing, all rules",
+            "alerts raised",
+            "runs with > 1 alert",
+            "most in one run",
+        ),
         storm_rows,
     )
 
@@ -256,7 +333,7 @@ def main() -> None:
         size = max(x[2] for x in c)
         cost_rows.append(
             (
-                rule,
+                "fold_event" if rule == rules.EVENT_STATE else rule,
                 f"{np.median(ev):.0f}",
                 f"{np.percentile(ev, 99):.0f}",
                 f"{np.median(js):.0f}",

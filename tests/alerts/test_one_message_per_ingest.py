@@ -17,9 +17,9 @@ def test_alerts_raised_by_one_batch_ingest_go_out_as_one_message_per_webhook(
 ) -> None:
     add_webhook(client, receiver.url, format="generic")
     add_webhook(client, receiver.url.replace("/hook", "/chat"), format="slack")
-    run = new_run(client, "one-batch")
     # A collapse fires edge_collapse, then the held rank change fires rank_change: several
-    # alerts, all in one ingest call.
+    # alerts (each its own: refractory_w 0, nothing folded), all in one ingest call.
+    run = new_run(client, "one-batch", config={"alerts": {"refractory_w": 0}})
     traj = trajectory("collapse", n=120, seed=0, noise=1.0, at=60)
     post_positions(client, run, traj.positions, batch=traj.positions.shape[0])
     sent = sorted({a["rule"] for a in alerts_of(client, run) if a["state"] != "pending"})

@@ -19,8 +19,10 @@ def test_fading_second_direction_fires_edge_collapse_once_near_the_planted_index
     client: TestClient, receiver: Receiver
 ) -> None:
     add_webhook(client, receiver.url, format="generic")
-    run = new_run(client, "collapse")
     traj = trajectory("collapse", n=120, seed=0, noise=1.0, at=60, fade=5)
+    # At the defaults: distribution_shift sees the fade first (7 checkpoints in), and
+    # edge_collapse, never folded into another rule's event, still raises its own alert.
+    run = new_run(client, "collapse")
     post_positions(client, run, traj.positions, metrics=lambda i: {"val_loss": 3.0 + i / 100})
 
     found = alerts_of(client, run, "edge_collapse")
@@ -55,6 +57,25 @@ def test_planted_rank_change_fires_distribution_shift_within_a_few_checkpoints(
     assert traj.at <= detected <= traj.at + 2  # the paper: within one or two checkpoints
     assert traj.at <= change <= traj.at + 2
     assert details["delay_checkpoints"] == detected - change
+    # rank_change sees the same event a hold later: folded into this alert, not raised.
+    assert alerts_of(client, run, "rank_change") == []
+    (also,) = details["also"]
+    assert also["rule"] == "rank_change" and also["facts"]["to_rank"] == 2
+    assert detected < also["detected_step"] // 100 <= traj.at + 3 * W
+
+
+def test_refractory_is_a_run_setting_validated_on_the_project_endpoint(client: TestClient) -> None:
+    for bad, message in ((-1, "refractory_w must be >= 0"), ("3", "refractory_w must be a number")):
+        r = client.put("/api/v1/projects/lab/alert-settings", json={"refractory_w": bad})
+        assert r.status_code == 422 and message in r.text, r.text
+    # 0 in a run's config: every rule raises its own alert for the planted rank change.
+    run = new_run(client, "rank-unfolded", config={"alerts": {"refractory_w": 0}})
+    traj = trajectory("rank", n=100, seed=0, noise=1.0, at=60)
+    post_positions(client, run, traj.positions)
+    assert sorted(a["rule"] for a in alerts_of(client, run)) == [
+        "distribution_shift",
+        "rank_change",
+    ]
 
 
 def test_nan_checkpoint_fires_non_finite_at_once_and_a_finite_one_resolves_it(

@@ -310,6 +310,28 @@ def _notify(p: Pass, row: dict[str, Any], status: str, summary: str, repeat: boo
     )
 
 
+FOLDED_KEPT = 20
+"""At most this many folded alerts are listed in an alert's details (`also`)."""
+
+
+def _record_folded(p: Pass, alert_id: int, folded: Sequence[rules.Folded]) -> None:
+    """Add folded alerts to the details of their event's alert (`also`), open or resolved."""
+    row = next((r for r in p.open_alerts.values() if int(r["id"]) == alert_id), None)
+    if row is not None:
+        details = dict(row.get("details") or {})
+    else:
+        found = p.conn.execute(select(alerts.c.details).where(alerts.c.id == alert_id)).first()
+        if found is None:
+            return
+        details = dict(found.details or {})
+    details["also"] = [*list(details.get("also") or []), *(f.as_dict() for f in folded)][
+        :FOLDED_KEPT
+    ]
+    if row is not None:
+        row["details"] = details
+    p.conn.execute(update(alerts).where(alerts.c.id == alert_id).values(details=details))
+
+
 def apply_outcome(
     p: Pass,
     rule: str,
@@ -608,14 +630,16 @@ class AlertEngine:
                 if spectrum is None:
                     continue
                 obs = rules.Observation.of(step, spectrum)
-                for rule in rules.SERIES_RULES:
-                    key = (rule, window, group)
-                    before = states.get(key)
-                    new_state, outcome = rules.evaluate(
-                        rule, p.settings, (before or {}).get("state", {}), obs
+                evaluated = {
+                    rule: rules.evaluate(
+                        rule,
+                        p.settings,
+                        (states.get((rule, window, group)) or {}).get("state", {}),
+                        obs,
                     )
-                    alert_id = apply_outcome(p, rule, window, group, outcome, step, metric)
-                    self._save_state(p, before, rule, window, group, new_state, alert_id, None)
+                    for rule in rules.SERIES_RULES
+                }
+                self._series_event(p, states, window, group, step, evaluated, metric)
 
         # Run-level rules: a checkpoint resolves `non_finite` and `stalled`, and is an arrival.
         for rule in ("non_finite", "stalled"):
@@ -645,6 +669,44 @@ class AlertEngine:
         facts = {**dict(details), "what": what, "step": step}
         apply_outcome(p, "non_finite", None, None, rules.Outcome("firing", step, facts), step, None)
         self.finish_pass(p)
+
+    def _series_event(
+        self,
+        p: Pass,
+        states: Mapping[tuple[str, int, str], Mapping[str, Any]],
+        window: int,
+        group: str,
+        step: int,
+        evaluated: Mapping[str, tuple[dict[str, Any], rules.Outcome]],
+        metric: tuple[str, float] | None,
+    ) -> None:
+        """Apply the series rules' outcomes of one window and group, one event one alert
+        (`rules.fold_event`): what is folded is recorded in the event's alert, not raised."""
+        project = str(p.run["project"])
+        open_states = {}
+        for rule in rules.SERIES_RULES:
+            row = p.open_alerts.get(fingerprint(project, p.run_id, rule, window, group))
+            open_states[rule] = None if row is None else str(row["state"])
+        event_before = states.get((rules.EVENT_STATE, window, group))
+        event, outcomes, folded = rules.fold_event(
+            p.settings,
+            window,
+            (event_before or {}).get("state", {}),
+            {rule: outcome for rule, (_, outcome) in evaluated.items()},
+            open_states,
+            step,
+            p.is_silenced,
+        )
+        anchor = event.get("anchor")
+        for rule in rules.SERIES_RULES:
+            alert_id = apply_outcome(p, rule, window, group, outcomes[rule], step, metric)
+            before = states.get((rule, window, group))
+            self._save_state(p, before, rule, window, group, evaluated[rule][0], alert_id, None)
+            if anchor and anchor["n"] == event["n"] and anchor["rule"] == rule:
+                anchor["alert_id"] = alert_id
+        if folded and anchor and anchor.get("alert_id") is not None:
+            _record_folded(p, int(anchor["alert_id"]), folded)
+        self._save_state(p, event_before, rules.EVENT_STATE, window, group, event, None, None)
 
     def _save_state(
         self,

@@ -10,21 +10,24 @@ a rule never re-reads a run's history. One function per rule:
   rises, and that is the collapse. "Below tau" without a plateau before is not an event.
 - `distribution_shift`: `sedmon_core.changepoints.track_increment` (first differences
   standardised against the trailing 20 with a floored robust scale, windowed GLR over the
-  last `span`) on the log gap ratio at the established edge, the log of the next ratio and
-  the log total variance; the established clear signal rank picks the edge, and its held
-  change is an alarm too.
+  last `span`) on the log edge at the established rank k (R_1 at k = 1, the share of the
+  top k modes at k >= 2), the log of the next ratio and the log total variance; the
+  established clear signal rank picks the edge (its changes are `rank_change`'s alerts).
 - `rank_change`: the clear signal rank (gap ratio >= min_gap_ratio) differs from the
-  established one for `hold` windows in a row.
+  established one for `hold` windows in a row; a lower rank counts only while the edge it
+  leaves is no longer clear.
 - `non_finite` and `stalled` have no series state: see `stalled_check`.
 
 `lifecycle` turns an outcome and the open alert of a fingerprint into what the engine
-does: open pending, fire, resolve, drop, repeat.
+does: open pending, fire, resolve, drop, repeat. `fold_event` makes one event one alert:
+the series rules of one window and group that fire within `refractory_w` x W checkpoints
+of an alert there are folded into it instead of raising their own.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -65,7 +68,8 @@ class EdgeCollapseSettings:
     tau: float = 1.20
     plateau_ratio: float = 1.5
     plateau_points: int = 10
-    pending_points: int = 3
+    pending_points: int = 4
+    clear_ratio: float = 1.3
     send_resolved: bool = True
 
 
@@ -119,13 +123,16 @@ class AlertSettings:
     windows: the watched windows (empty: the run's smallest). groups: watched groups.
     repeat_interval_s: how often a still-firing, unacknowledged alert is sent again (0:
     never). metric: the metric quoted in messages (empty: the first of METRIC_CANDIDATES
-    present).
+    present). refractory_w: series alerts of one window W and group within refractory_w x W
+    checkpoints of an alert there are that event's, folded into its alert (`fold_event`;
+    0: never).
     """
 
     windows: tuple[int, ...] = ()
     groups: tuple[str, ...] = ("all",)
     repeat_interval_s: float = 4 * 3600.0
     metric: str = ""
+    refractory_w: float = 3.0
     edge_collapse: EdgeCollapseSettings = field(default_factory=EdgeCollapseSettings)
     distribution_shift: ShiftSettings = field(default_factory=ShiftSettings)
     rank_change: RankChangeSettings = field(default_factory=RankChangeSettings)
@@ -142,6 +149,7 @@ class SettingsError(ValueError):
 
 _POSITIVE = {
     "tau",
+    "clear_ratio",
     "plateau_ratio",
     "multiple",
     "min_gap_ratio",
@@ -168,8 +176,10 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             or not math.isfinite(value)
         ):
             raise SettingsError(f"{name} must be a number")
-        if value < 0 or (name.rsplit(".", 1)[-1] in _POSITIVE and value <= 0):
+        if name.rsplit(".", 1)[-1] in _POSITIVE and value <= 0:
             raise SettingsError(f"{name} must be positive")
+        if value < 0:
+            raise SettingsError(f"{name} must be >= 0")
         return float(value)
     if isinstance(current, str):
         if not isinstance(value, str):
@@ -207,6 +217,9 @@ def merge_settings(base: AlertSettings, patch: Mapping[str, Any]) -> AlertSettin
     for w in merged.windows:
         if not isinstance(w, int) or isinstance(w, bool) or w < 2:
             raise SettingsError("windows must be integers >= 2")
+    collapse = merged.edge_collapse
+    if collapse.clear_ratio < collapse.tau:
+        raise SettingsError("edge_collapse.clear_ratio must be >= tau")
     shift = merged.distribution_shift
     for series in shift.series:
         if series not in SHIFT_SERIES:
@@ -333,8 +346,10 @@ def _plateau_scan(
 def edge_collapse(
     s: EdgeCollapseSettings, state: Mapping[str, Any], obs: Observation
 ) -> tuple[dict[str, Any], Outcome]:
-    """One window of the collapse rule. state keys: key_k, peak, peak_step, plateau_step,
-    below, below_step, collapsed, and the plateau search's cand_k, run, cand_step."""
+    """One window of the collapse rule: pending_points windows in a row below tau fire, dated
+    at the first window below tau since the edge last stood at clear_ratio or above. state
+    keys: key_k, peak, peak_step, plateau_step, below, below_step, collapsed, and the
+    plateau search's cand_k, run, cand_step."""
     st = dict(state)
     plateau = _plateau_scan(s, st, obs)
     key_k = st.get("key_k")
@@ -385,7 +400,10 @@ def edge_collapse(
             st.update(collapsed=True, cand_k=None, run=0)
             return st, Outcome("firing", st["below_step"], facts)
         return st, Outcome("pending", st["below_step"], facts)
-    st["below"], st["below_step"] = 0, None
+    st["below"] = 0
+    if ratio >= s.clear_ratio or rank_rose:
+        # Clear again: the next dip is dated afresh (a ratio hovering at tau keeps its date).
+        st["below_step"] = None
     if ratio > float(st.get("peak") or 0.0):
         st["peak"], st["peak_step"] = ratio, obs.step
     return st, INACTIVE
@@ -411,22 +429,37 @@ def clear_rank(obs: Observation, min_gap_ratio: float, margin: float) -> int | N
 
 
 def _held_rank(
-    state: dict[str, Any], obs: Observation, min_gap_ratio: float, margin: float, hold: int
+    state: dict[str, Any],
+    obs: Observation,
+    min_gap_ratio: float,
+    margin: float,
+    hold: int,
+    lower_needs_gone: bool = False,
 ) -> tuple[int, int, int] | None:
     """Track the clear signal rank; (from, to, first step) when a new one has held `hold` windows.
 
     Only clear readings (`clear_rank`) count; anything else breaks the streak, so a rank
-    flickering between near-equal edges never holds. The first rank to hold becomes the
-    established one without an event.
+    flickering between near-equal edges never holds. With `lower_needs_gone`, a reading
+    below the established rank k counts only while the edge k is no longer clear (R_k <
+    min_gap_ratio): a lower rank means that direction k merged into the noise. The first
+    rank to hold becomes the established one without an event.
     """
     reading = clear_rank(obs, min_gap_ratio, margin)
+    established = state.get("established")
+    if (
+        lower_needs_gone
+        and reading is not None
+        and established is not None
+        and reading < int(established)
+        and _key_ratio(obs, int(established)) >= min_gap_ratio
+    ):
+        reading = None
     if reading is None:
         state["cand"], state["run"] = None, 0
     elif reading == state.get("cand"):
         state["run"] = int(state.get("run", 0)) + 1
     else:
         state["cand"], state["run"], state["cand_step"] = reading, 1, obs.step
-    established = state.get("established")
     if state["run"] >= hold and state["cand"] != established:
         state["established"] = state["cand"]
         if established is not None:
@@ -437,14 +470,22 @@ def _held_rank(
 # ---------------------------------------------------------------- rank_change
 
 
+REVERT_HOLDS = 4
+"""A rank change straight back within REVERT_HOLDS x hold windows of an event ends it."""
+
+
 def rank_change(
     s: RankChangeSettings, state: Mapping[str, Any], obs: Observation
 ) -> tuple[dict[str, Any], Outcome]:
     """Signal rank changes and holds `hold` clear windows: pending while it holds, then firing
     for `resolve_after` windows.
 
-    A change straight back (to the rank before the last event, from the rank it went to)
-    that holds within 2 x hold windows of that event is the end of a transient, not a new
+    A lower rank counts only while the edge it leaves is no longer clear (its ratio below
+    min_gap_ratio): on a noisy run two signal directions whose coefficients line up in a
+    window make the top one stand out (R_1 >= margin x R_2) for W windows or more while
+    the second edge stays clear, and that is no direction leaving the signal. A change
+    straight back (to the rank before the last event, from the rank it went to) that holds
+    within REVERT_HOLDS x hold windows of that event is the end of a transient, not a new
     event: the first alert told it, a second would double the count of every transient.
     state: n (windows seen), cand, run, cand_step, established, since, event, last (the
     last event's from, to and n).
@@ -453,13 +494,13 @@ def rank_change(
     n = int(st.get("n", 0)) + 1
     st["n"] = n
     last = st.get("last") or {}
-    change = _held_rank(st, obs, s.min_gap_ratio, s.rank_margin, s.hold)
+    change = _held_rank(st, obs, s.min_gap_ratio, s.rank_margin, s.hold, lower_needs_gone=True)
 
     def reverts(before: Any, after: Any) -> bool:
         return (
             bool(last)
             and (before, after) == (last.get("to"), last.get("from"))
-            and n - int(last.get("n", 0)) <= 2 * s.hold
+            and n - int(last.get("n", 0)) <= REVERT_HOLDS * s.hold
         )
 
     if change is not None and not reverts(change[0], change[1]):
@@ -504,16 +545,36 @@ def rank_change(
 _RATIO_SERIES: tuple[str, ...] = ("gap_ratio", "next_ratio")
 
 
+def _log_edge_share(obs: Observation, k: int) -> float:
+    """log of (sigma_1^2 + ... + sigma_k^2) / (sigma_{k+1}^2 + ... + sigma_W^2), from the ratios."""
+    log_sigma, logs = 0.0, [0.0]
+    for ratio in obs.ratios:
+        log_sigma -= math.log(max(ratio, 1e-300))
+        logs.append(log_sigma)
+    top = sum(math.exp(2.0 * v) for v in logs[:k])
+    rest = sum(math.exp(2.0 * v) for v in logs[k:])
+    return math.log(top) - math.log(max(rest, 1e-300))
+
+
 def _shift_values(obs: Observation, edge: int | None) -> dict[str, float]:
     """The detector's inputs at one window, all logs (changes of a ratio or a variance are
-    multiplicative): the ratio at the established edge k (the gap ratio R_k*, before a rank is
-    established), the next ratio R_{k+1} (a direction joining the signal raises it), and the
-    total variance."""
+    multiplicative): the edge at the established rank k, the next ratio R_{k+1} (a direction
+    joining the signal raises it), and the total variance.
+
+    The edge (series "gap_ratio") is the ratio R_1 at k = 1 and the share of the top k modes,
+    (sigma_1^2 + ... + sigma_k^2) / (the rest), at k >= 2: when the coefficients of two
+    signal directions line up over a window, energy moves from sigma_k to sigma_1 and R_k
+    jumps with no change of the signal subspace or of the noise; their sum does not move.
+    Before a rank is established it is the gap ratio R_k*.
+    """
     values = {"total_variance": math.log(max(obs.total_variance, 1e-300))}
     if edge is None:
         values["gap_ratio"] = math.log(max(obs.gap_ratio, 1e-300))
     else:
-        values["gap_ratio"] = math.log(max(_key_ratio(obs, edge), 1e-300))
+        if edge >= 2:
+            values["gap_ratio"] = _log_edge_share(obs, edge)
+        else:
+            values["gap_ratio"] = math.log(max(_key_ratio(obs, edge), 1e-300))
         if edge < len(obs.ratios):
             values["next_ratio"] = math.log(max(obs.ratios[edge], 1e-300))
     return values
@@ -537,11 +598,11 @@ def _track_state(track: IncrementTrack) -> dict[str, Any]:
 def distribution_shift(
     s: ShiftSettings, state: Mapping[str, Any], obs: Observation
 ) -> tuple[dict[str, Any], Outcome]:
-    """Online change point on the log gap ratio at the established edge, the log next ratio and
-    the log total variance (windowed GLR, `track_increment`).
+    """Online change point on the log edge at the established rank (`_shift_values`), the log
+    next ratio and the log total variance (windowed GLR, `track_increment`).
 
-    The established clear rank k (held rank_hold windows) picks the edge: the ratio at a fixed
-    edge moves smoothly through a change, where the maximum ratio first falls and then jumps
+    The established clear rank k (held rank_hold windows) picks the edge: the edge at a fixed
+    k moves smoothly through a change, where the maximum ratio first falls and then jumps
     to another edge. The ratios are tested over runs of at least min_run windows, so one
     window's jump alone (one odd delta briefly merging two directions) must be sqrt(2)
     times larger; the total variance, whose differences are far less heavy-tailed, is
@@ -721,6 +782,107 @@ def lifecycle(open_state: str | None, outcome: Outcome) -> Action:
     if outcome.status == "firing" and open_state == "pending":
         return "fire"
     return "update"
+
+
+FIRE_ACTIONS: tuple[Action, ...] = ("open_firing", "fire", "reopen")
+"""Lifecycle actions that raise an alert (a message goes out unless silenced)."""
+
+EVENT_STATE = "series_event"
+"""The `alert_state` rule name under which `fold_event` keeps its state per window and group."""
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A series rule's alert folded into its event's alert: recorded there, not raised or sent.
+
+    step: the step the rule dates the event at; detected_step: the checkpoint it fired at.
+    """
+
+    rule: str
+    step: int | None
+    detected_step: int
+    facts: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "step": self.step,
+            "detected_step": self.detected_step,
+            "facts": dict(self.facts),
+        }
+
+
+NEVER_FOLDED = frozenset({"edge_collapse"})
+"""Rules that raise their own alert even inside another's event span: the collapse of the
+edge is the product's headline event, so a shift alert that saw it first does not hide it."""
+
+
+def fold_event(
+    settings: AlertSettings,
+    window: int,
+    state: Mapping[str, Any],
+    outcomes: Mapping[str, Outcome],
+    open_states: Mapping[str, str | None],
+    step: int,
+    silenced: Callable[[str], bool] | None = None,
+) -> tuple[dict[str, Any], dict[str, Outcome], list[Folded]]:
+    """One event, one alert: the series rules' outcomes of one window and group at one
+    checkpoint, adjusted so that an alert raised within refractory_w x W checkpoints of the
+    event's first alert (the anchor) is folded into it.
+
+    One change is seen by several rules, each in its own time: a new direction (rank 1 ->
+    2) fires `distribution_shift` at once and `rank_change` a hold later; a fading one fires
+    `edge_collapse` and then `rank_change`. Within the span, a rule that would raise an
+    alert (lifecycle open_firing, fire or reopen) is folded: its outcome becomes inactive
+    (a pending alert of it is dropped; one of its own still open stays open, without a new
+    event) and the rule stays muted until its outcome is inactive again or it reports a new
+    event after the span. The anchor is the first alert raised outside a span, in
+    SERIES_RULES order within a checkpoint; a silenced rule's alert (recorded, not sent)
+    anchors nothing. `edge_collapse` (NEVER_FOLDED) always raises its own alert, and that
+    alert starts a new span. refractory_w 0: nothing is folded.
+
+    outcomes: rule -> its outcome now (`evaluate`); open_states: rule -> its open alert's
+    state (None, "pending", "firing"); step: the checkpoint's step. state: n (windows
+    seen), anchor {rule, n, alert_id} (the engine fills alert_id), muted. Returns the new
+    state, the outcomes to apply, and what was folded (for the anchor alert's details).
+    """
+    st = dict(state)
+    n = int(st.get("n", 0)) + 1
+    st["n"] = n
+    span = round(settings.refractory_w * window)
+    anchor: dict[str, Any] = dict(st.get("anchor") or {})
+    muted = set(st.get("muted") or ())
+    adjusted = dict(outcomes)
+    folded: list[Folded] = []
+
+    def in_span() -> bool:
+        return bool(anchor) and n - int(anchor["n"]) < span
+
+    for rule in SERIES_RULES:
+        outcome = adjusted.get(rule, INACTIVE)
+        if rule in muted:
+            if outcome.status == "inactive" or (outcome.new_event and not in_span()):
+                muted.discard(rule)
+            else:
+                if outcome.new_event:
+                    folded.append(Folded(rule, outcome.step, step, dict(outcome.facts)))
+                adjusted[rule] = INACTIVE
+                continue
+        current = open_states.get(rule)
+        if lifecycle(current, outcome) not in FIRE_ACTIONS:
+            continue
+        if in_span() and rule not in NEVER_FOLDED:
+            folded.append(Folded(rule, outcome.step, step, dict(outcome.facts)))
+            if current == "firing":
+                adjusted[rule] = replace(outcome, new_event=False)
+            else:
+                adjusted[rule] = INACTIVE
+                muted.add(rule)
+        elif span > 0 and not (silenced is not None and silenced(rule)):
+            anchor = {"rule": rule, "n": n, "alert_id": None}
+    st["anchor"] = anchor or None
+    st["muted"] = sorted(muted)
+    return st, adjusted, folded
 
 
 def repeat_due(
