@@ -52,18 +52,6 @@ EXPECTED = {
 }
 
 
-def _advance(open_state: dict[str, str | None], rule: str, outcome: rules.Outcome) -> bool:
-    """Apply the lifecycle to one rule's open alert; True when it raises an alert."""
-    action = rules.lifecycle(open_state[rule], outcome)
-    if action == "open_pending":
-        open_state[rule] = "pending"
-    elif action in rules.FIRE_ACTIONS:
-        open_state[rule] = "firing"
-    elif action in ("resolve", "drop"):
-        open_state[rule] = None
-    return action in rules.FIRE_ACTIONS
-
-
 def fired(
     positions: np.ndarray, settings: rules.AlertSettings
 ) -> tuple[dict[str, list[int]], dict[str, list[int]], dict[str, list[tuple[float, float, int]]]]:
@@ -94,7 +82,7 @@ def fired(
             json.loads(states[rule])
             stored = time.perf_counter()
             costs[rule].append((evaluated - started, stored - evaluated, len(states[rule])))
-            if _advance(alone, rule, outcomes[rule]):
+            if rules.advance_open_state(alone, rule, outcomes[rule]):
                 fires[rule].append(checkpoint)
         loaded = json.loads(states[rules.EVENT_STATE])
         started = time.perf_counter()
@@ -106,7 +94,7 @@ def fired(
         size = len(states[rules.EVENT_STATE])
         costs[rules.EVENT_STATE].append((evaluated - started, stored - evaluated, size))
         for rule in rules.SERIES_RULES:
-            if _advance(served, rule, outcomes[rule]):
+            if rules.advance_open_state(served, rule, outcomes[rule]):
                 alerts[rule].append(checkpoint)
     return fires, alerts, costs
 

@@ -38,13 +38,6 @@ def alerts_fired(
         )
         states[rules.EVENT_STATE] = json.dumps(event)
         for rule in rules.SERIES_RULES:
-            action = rules.lifecycle(open_state[rule], outcomes[rule])
-            if action in rules.FIRE_ACTIONS:
+            if rules.advance_open_state(open_state, rule, outcomes[rule]):
                 fired[rule].append(i + W)
-            if action == "open_pending":
-                open_state[rule] = "pending"
-            elif action in rules.FIRE_ACTIONS:
-                open_state[rule] = "firing"
-            elif action in ("resolve", "drop"):
-                open_state[rule] = None
     return fired

@@ -65,14 +65,6 @@ def run_url(base_url: str, run_id: int) -> str:
     return f"{base_url.rstrip('/')}/runs/{run_id}"
 
 
-def load_settings(conn: Connection, run: Mapping[str, Any]) -> rules.AlertSettings:
-    """Built-in defaults <- the project's defaults <- the run's config["alerts"]."""
-    project_patch = conn.execute(
-        select(alert_settings.c.settings).where(alert_settings.c.project == run["project"])
-    ).scalar_one_or_none()
-    return resolve_run_settings(project_patch, run)
-
-
 def resolve_run_settings(
     project_patch: Mapping[str, Any] | None, run: Mapping[str, Any]
 ) -> rules.AlertSettings:

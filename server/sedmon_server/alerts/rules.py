@@ -787,6 +787,21 @@ def lifecycle(open_state: str | None, outcome: Outcome) -> Action:
 FIRE_ACTIONS: tuple[Action, ...] = ("open_firing", "fire", "reopen")
 """Lifecycle actions that raise an alert (a message goes out unless silenced)."""
 
+
+def advance_open_state(open_states: dict[str, str | None], rule: str, outcome: Outcome) -> bool:
+    """Apply `lifecycle` to `rule`'s open alert in `open_states` (rule -> None, "pending" or
+    "firing"), as the engine does to its rows; True when an alert is raised. For replays of
+    the rules without a server (bench/alerts.py, tests)."""
+    action = lifecycle(open_states[rule], outcome)
+    if action == "open_pending":
+        open_states[rule] = "pending"
+    elif action in FIRE_ACTIONS:
+        open_states[rule] = "firing"
+    elif action in ("resolve", "drop"):
+        open_states[rule] = None
+    return action in FIRE_ACTIONS
+
+
 EVENT_STATE = "series_event"
 """The `alert_state` rule name under which `fold_event` keeps its state per window and group."""
 
