@@ -25,7 +25,7 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+def make_engine(url: str, pool_size: int = 8, max_overflow: int = 10) -> Engine:
     """A SQLAlchemy engine for `url` (postgresql+psycopg://... or sqlite:///path)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
