@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,17 +30,35 @@ def _schema_diff(url: str) -> list[object]:
         engine.dispose()
 
 
+ALERT_TABLES = {
+    "alert_settings",
+    "alert_silences",
+    "alerts",
+    "alert_state",
+    "alert_outbox",
+    "webhooks",
+    "webhook_deliveries",
+}
+HEAD = "0002"
+
+
 def _upgrade_down_up(url: str) -> None:
+    """Empty -> head, then every downgrade step in turn back to nothing, then head again."""
     engine = make_engine(url)
     try:
-        migrations.upgrade(engine, "0001")
+        migrations.upgrade(engine)
+        assert migrations.current_revision(engine) == HEAD
+        assert set(inspect(engine).get_table_names()) >= CORE_TABLES | ALERT_TABLES
+        migrations.downgrade(engine, "0001")
         assert migrations.current_revision(engine) == "0001"
-        assert set(inspect(engine).get_table_names()) >= CORE_TABLES
+        names = set(inspect(engine).get_table_names())
+        assert names >= CORE_TABLES and not names & ALERT_TABLES
         migrations.downgrade(engine, "base")
         assert migrations.current_revision(engine) is None
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         migrations.upgrade(engine)
-        assert set(inspect(engine).get_table_names()) >= CORE_TABLES
+        assert migrations.current_revision(engine) == HEAD
+        assert set(inspect(engine).get_table_names()) >= CORE_TABLES | ALERT_TABLES
     finally:
         engine.dispose()
 
@@ -91,3 +113,54 @@ def test_processes_starting_together_migrate_once(fresh_postgres_url: str) -> No
 
 def test_migrations_folder_is_found() -> None:
     assert (migrations.migrations_dir() / "versions" / "0001_initial.py").is_file()
+
+
+def test_the_server_wheel_ships_the_migrations_and_migrates_from_them(tmp_path: Path) -> None:
+    """`sedmon-server migrate` from an install: the wheel carries migrations/ inside the
+    package, and the CLI run from the unpacked wheel (no repository beside it) upgrades a
+    database with them."""
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(root / "server"),
+        ],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("sedmon_server-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "site")
+    for f in ("env.py", "versions/0001_initial.py", "versions/0002_alerts.py"):
+        assert f"sedmon_server/migrations/{f}" in names
+    db = tmp_path / "from-wheel.db"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    code = (
+        "import sys; from sedmon_server import migrations, cli; "
+        "print(migrations.migrations_dir()); sys.argv = ['sedmon-server', 'migrate', "
+        f"'--database-url', 'sqlite:///{db}']; cli.main()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.splitlines()[0] == str(tmp_path / "site" / "sedmon_server" / "migrations")
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        assert migrations.current_revision(engine) == HEAD
+    finally:
+        engine.dispose()
