@@ -111,6 +111,36 @@ def test_processes_starting_together_migrate_once(fresh_postgres_url: str) -> No
     engine.dispose()
 
 
+def _migrate_in_processes(url: str, n: int = 6) -> None:
+    """`sedmon-server migrate` in n processes started together: all succeed, at head."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sedmon_server.cli", "migrate", "--database-url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, [err for _, err in results]
+    assert all(out.strip() == f"database at revision {HEAD}" for out, _ in results)
+    engine = make_engine(url)
+    try:
+        assert migrations.current_revision(engine) == HEAD
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_server_processes_migrating_postgres_together_do_not_race(fresh_postgres_url: str) -> None:
+    _migrate_in_processes(fresh_postgres_url)
+
+
+def test_server_processes_migrating_sqlite_together_do_not_race(tmp_path: Path) -> None:
+    _migrate_in_processes(f"sqlite:///{tmp_path / 'race.db'}")
+
+
 def test_migrations_folder_is_found() -> None:
     assert (migrations.migrations_dir() / "versions" / "0001_initial.py").is_file()
 
