@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import ValidationError
@@ -77,7 +77,22 @@ def _json_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(json.dumps(dict(config), default=str))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config= must be JSON-serialisable: {exc}") from exc
-    return result
+    return cast(dict[str, Any], _storable(result))
+
+
+def _storable(value: Any) -> Any:
+    """The config as the server stores it: a non-finite number (max_grad_norm=inf is common)
+    becomes its name ("inf", "-inf", "nan"), a NUL character U+FFFD; the server refuses both
+    (JSON and PostgreSQL cannot hold them), and a training job must not fail for it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 def _check_model(model: Any) -> Any:

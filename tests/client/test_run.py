@@ -260,3 +260,25 @@ def test_a_cuda_checkpoint_returns_while_the_gpu_is_busy_and_delivers_its_sketch
         run.finish(timeout=5)
     finally:
         server.close()
+
+
+def test_config_values_the_server_cannot_store_become_strings_not_errors(
+    closed_port: int, tmp_path: Path
+) -> None:
+    """max_grad_norm=inf is a common setting: the run starts, the config says "inf"."""
+    config = {
+        "max_grad_norm": float("inf"),
+        "floor": float("-inf"),
+        "nested": {"lr": [1e-3, float("nan")], "tag\x00": "a\x00b"},
+        "ok": 1.5,
+    }
+    run = _init(f"http://127.0.0.1:{closed_port}", tmp_path, model=_model(), config=config)
+    try:
+        assert run.spec.config == {
+            "max_grad_norm": "inf",
+            "floor": "-inf",
+            "nested": {"lr": [1e-3, "nan"], "tag\ufffd": "a\ufffdb"},
+            "ok": 1.5,
+        }
+    finally:
+        run.finish(timeout=1)
