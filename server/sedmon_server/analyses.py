@@ -12,6 +12,7 @@ for sigma_2 / sigma_3, the tracked key edge).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,7 +30,18 @@ from sedmon_server.series import (
     spectrum_series,
 )
 
-ANALYSES: tuple[str, ...] = ("coupling", "lag-sweep", "phases", "shifts", "reliability")
+
+class AnalysisName(enum.StrEnum):
+    """The analyses the server implements (the `{name}` of /runs/{id}/analysis/{name})."""
+
+    coupling = "coupling"
+    lag_sweep = "lag-sweep"
+    phases = "phases"
+    shifts = "shifts"
+    reliability = "reliability"
+
+
+ANALYSES: tuple[str, ...] = tuple(a.value for a in AnalysisName)
 SHIFT_METHODS: tuple[str, ...] = ("max_derivative", "cusum", "ttest", "all")
 
 

@@ -13,7 +13,12 @@ sedmon_server.dashboard) that exists and defines `install(app: FastAPI) -> None`
 factory calls it after the core routers are mounted; there the alerts engine appends its
 observer to `app.state.observers`, mounts its routers and sets `app.state.firing_alerts`,
 and the dashboard mounts its pages. Bad input answers 4xx {"detail": ...}, never 500:
-malformed JSON 400, a body over SEDMON_MAX_BODY_BYTES 413, invalid fields 422.
+malformed JSON 400, a body over SEDMON_MAX_BODY_BYTES 413, invalid fields 422. The
+schemas bound what reaches the database (sedmon_core.schemas); as a safety net, a value
+the database still refuses (sqlalchemy.exc.DataError, psycopg.DataError from ingest's
+direct statements, SQLite's OverflowError for an integer beyond 64 bits) answers 422,
+logged at warning: the exception left the route's `with engine.begin()` block (or
+ingest's), which rolled the transaction back, so nothing was stored.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg import DataError as PsycopgDataError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError as SQLAlchemyDataError
 
 from sedmon_server import __doc__ as package_doc
 from sedmon_server import migrations
@@ -63,6 +70,28 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _json_safe(errors)}, status_code=422)
 
 
+def _data_error_detail(exc: Exception) -> str:
+    if isinstance(exc, SQLAlchemyDataError):
+        exc = exc.orig if isinstance(exc.orig, Exception) else exc
+    # The database's first line names the problem ("bigint out of range", "value too long
+    # for type character varying(200)"); the rest echoes the statement and its parameters.
+    first = (str(exc).strip().splitlines() or ["invalid value"])[0][:200]
+    first = first.encode("utf-8", "replace").decode("utf-8")
+    return f"a value is out of range or invalid for the database: {first}"
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, OverflowError) and "SQLite" not in str(exc):
+        return await _unexpected(request, exc)  # numeric code, not the database
+    log.warning(
+        "database refused a value on %s %s: %s",
+        request.method,
+        request.url.path,
+        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+    )
+    return JSONResponse({"detail": _data_error_detail(exc)}, status_code=422)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
@@ -94,6 +123,8 @@ def create_app(
     app.state.token_cache = TokenCache(settings.token_cache_seconds)
     app.state.firing_alerts = None
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for data_error in (SQLAlchemyDataError, PsycopgDataError, OverflowError):
+        app.add_exception_handler(data_error, _data_error)
     app.add_exception_handler(Exception, _unexpected)
     for module in (health, runs, checkpoints, metrics, spectrum, analysis, tokens):
         app.include_router(module.router)

@@ -26,9 +26,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine, select
 from starlette.concurrency import run_in_threadpool
 
@@ -38,6 +39,15 @@ SCOPES: tuple[str, ...] = ("read", "ingest", "admin")
 TOKEN_PREFIX = "sedmon_"
 COOKIE_NAME = "sedmon_token"
 """The dashboard's session cookie: a token, accepted for GET/HEAD requests only."""
+
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="`Authorization: Bearer <token>` (a sedmon token or SEDMON_ADMIN_TOKEN). "
+    "The dashboard's `sedmon_token` cookie stands in for it on GET and HEAD.",
+    auto_error=False,
+)
+"""The OpenAPI security scheme of every route behind `require`. Documentation only: it never
+refuses a request (auto_error off) and `require` reads the credentials itself."""
 
 
 @dataclass(frozen=True)
@@ -216,14 +226,18 @@ def credentials(request: Request) -> str | None:
     return f"Bearer {cookie}" if cookie else None
 
 
-def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     """FastAPI dependency: the caller's principal, which must hold at least `scope`.
 
     Async, so the bootstrap token and cached tokens cost no hop to a worker thread; only a
-    database lookup (a token not cached) runs in the threadpool.
+    database lookup (a token not cached) runs in the threadpool. Depends on `BEARER` so that
+    every route using it shows the bearer security scheme in the OpenAPI document.
     """
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(
+        request: Request,
+        _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Principal:
         state: Any = request.app.state
         cache: TokenCache | None = getattr(state, "token_cache", None)
         token = _bearer(credentials(request))

@@ -8,13 +8,16 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """Refuse bodies over `max_bytes` with 413 {"detail": ...}: by Content-Length when sent,
-    else while streaming (chunked uploads)."""
+    """Refuse bodies over `max_bytes` with 413 {"detail": ...} before the app runs.
+
+    With a Content-Length header the length decides at once (the server holds the client to
+    it). Without one (chunked uploads) the body is read here, up to the limit: past it the
+    answer is 413 at once (the rest is never read, the connection is closed); else the
+    buffered body is handed to the app as one message, and later `receive` calls (waiting
+    for a disconnect) go to the server. An exception raised from `receive` would not do:
+    FastAPI turns errors while reading the body into 400.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -33,29 +36,33 @@ class BodyLimit:
                 if length > self.max_bytes:
                     await self._refuse(send)
                     return
+                await self.app(scope, receive, send)
+                return
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":  # the client went away: tell the app
+                replay: list[Message] = [message]
+                break
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.max_bytes:
                 await self._refuse(send)
+                return
+            if body:
+                chunks.append(body)
+            if not message.get("more_body", False):
+                replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+                break
+        chunks.clear()
+
+        async def buffered_receive() -> Message:
+            if replay:
+                return replay.pop(0)
+            return await receive()
+
+        await self.app(scope, buffered_receive, send)
 
     async def _refuse(self, send: Send) -> None:
         body = orjson.dumps({"detail": f"request body larger than {self.max_bytes} bytes"})

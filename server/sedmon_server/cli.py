@@ -9,22 +9,27 @@
 Every command reads SEDMON_* settings; --database-url overrides SEDMON_DATABASE_URL.
 With several workers the listening socket is bound here with IPPROTO_TCP, so accepted
 connections get TCP_NODELAY (uvicorn issue #3149: its own pre-bound socket leaves it off,
-which costs ~40 ms per keep-alive request).
+which costs ~40 ms per keep-alive request), and /metrics is shared by the workers: `serve`
+gives them a private PROMETHEUS_MULTIPROC_DIR, removed at exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy import select
 
 from sedmon_server import migrations, tables
 from sedmon_server.auth import SCOPES, create_token, revoke_token
 from sedmon_server.database import make_engine
+from sedmon_server.observability import MULTIPROC_ENV
 from sedmon_server.settings import Settings
 
 
@@ -94,9 +99,28 @@ def serve(
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
-        Multiprocess(config, sockets=[tcp_listener(host, port)]).run()
+        with shared_metrics_dir():
+            Multiprocess(config, sockets=[tcp_listener(host, port)]).run()
     else:
         uvicorn.Server(config).run()
+
+
+@contextmanager
+def shared_metrics_dir() -> Iterator[str]:
+    """A fresh private PROMETHEUS_MULTIPROC_DIR for the workers (spawned, so they inherit it
+    and import prometheus_client after it is set); removed at exit. Every worker's /metrics
+    then reports all workers (see sedmon_server.observability)."""
+    saved = os.environ.get(MULTIPROC_ENV)
+    path = tempfile.mkdtemp(prefix="sedmon-metrics-")  # mode 0700
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        if saved is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = saved
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

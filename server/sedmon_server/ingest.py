@@ -5,15 +5,17 @@ For each checkpoint (DESIGN.md, "Data flow", step 3):
 1. lock the run row and read its group state, one statement (PostgreSQL `SELECT ... FOR
    UPDATE OF runs`; SQLite `BEGIN IMMEDIATE`);
 2. check it: groups and lengths (422), finite numbers (422, plus a `non_finite` run event
-   in a transaction of its own), the step against the last one (idempotent on (run,
-   step): same payload 200, different payload 409, a step not after the last 409);
+   in a transaction of its own), values within +-MAX_SKETCH_VALUE (422), the step against
+   the last one (idempotent on (run, step): same payload 200, different payload 409, a
+   step not after the last 409); a run id beyond BIGINT is an unknown run (404);
 3. per group, delta = position - previous position (float64); its dot products with the
    last W_max - 1 stored deltas; `roll_gram`; group "all" = the sum of the group Grams
    when the run has named groups (groups are disjoint blocks of the parameters);
-4. `window_spectra` for every configured window, every group and "all"; store them, the
-   checkpoint (digest, positions, dot row) and its metrics; update the run and its
-   O(W_max k) group state, one statement on PostgreSQL (`ingest_store`). Nothing reads the
-   run's history.
+4. `window_spectra` for every configured window, every group and "all" (a delta, Gram or
+   spectrum that overflows to non-finite numbers refuses the checkpoint: 422, nothing
+   written, whatever got past the value cap); store them, the checkpoint (digest,
+   positions, dot row) and its metrics; update the run and its O(W_max k) group state,
+   one statement on PostgreSQL (`ingest_store`). Nothing reads the run's history.
 
 Observers (the alerts engine's hook). Anything passed to `create_app(observers=[...])`
 implementing `CheckpointObserver` is called inside the ingest transaction. An observer that
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +62,7 @@ from sedmon_core.phases import current_phase
 from sedmon_core.schemas import (
     ALL_GROUP,
     MAX_IDENTITY_DIM,
+    MAX_SKETCH_VALUE,
     CheckpointAck,
     CheckpointIn,
     EdgeSummary,
@@ -67,6 +71,7 @@ from sedmon_core.schemas import (
 from sedmon_core.spectrum import WindowSpectrum, roll_gram, window_spectra
 from sedmon_server import tables
 from sedmon_server.ingest_store import IngestRows, lock_run, lock_run_with_state, write_rows
+from sedmon_server.runs_store import can_exist
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +131,29 @@ class IngestOutcome:
     created: int
     unchanged: int
     run: Mapping[str, Any] = field(default_factory=dict)
+
+
+_NOT_FINITE = (
+    "{what} overflow to non-finite numbers (sketch values too large?): the checkpoint is refused"
+)
+
+
+def _finite_spectrum(sp: WindowSpectrum) -> bool:
+    """Whether every number of a window spectrum is finite (storable, comparable)."""
+    scalars = (
+        sp.gap_ratio,
+        sp.additive_gap,
+        sp.edge_strength,
+        sp.total_variance,
+        sp.effective_rank,
+        sp.pc1_share,
+        sp.drift_speed,
+    )
+    return (
+        all(math.isfinite(v) for v in scalars)
+        and bool(np.isfinite(sp.sigma).all())
+        and bool(np.isfinite(sp.ratios).all())
+    )
 
 
 def _f64(blob: bytes | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -271,6 +299,13 @@ class _RunIngest:
                 details,
                 f"non-finite numbers at step {cp.step}: groups {bad_groups}, metrics {bad_metrics}",
             )
+        too_big = [g for g in self.groups if float(np.max(np.abs(arrays[g]))) > MAX_SKETCH_VALUE]
+        if too_big:
+            raise IngestError(
+                422,
+                f"sketch values of group(s) {too_big} exceed the cap of {MAX_SKETCH_VALUE:g} "
+                "in absolute value",
+            )
         if self.dims is None:
             self.dims = lengths
         return arrays
@@ -389,11 +424,14 @@ class _RunIngest:
             delta = arrays[g] - st.position
             m = st.deltas.shape[0]
             lags = m
-            dots = st.deltas @ delta if m else np.zeros(0)
-            sq = float(delta @ delta)
+            with np.errstate(over="ignore", invalid="ignore"):
+                dots = st.deltas @ delta if m else np.zeros(0)
+                sq = float(delta @ delta)
             gram = roll_gram(
                 st.gram[st.gram.shape[0] - m :, st.gram.shape[0] - m :], dots, sq, self.w_max
             )
+            if not (np.isfinite(sq) and np.all(np.isfinite(dots)) and np.all(np.isfinite(gram))):
+                raise IngestError(422, _NOT_FINITE.format(what=f"group {g!r}'s deltas"))
             st.deltas = np.vstack([st.deltas, delta[None, :]])[-keep:] if keep else st.deltas
             st.gram = gram
             st.position = arrays[g].copy()
@@ -407,14 +445,20 @@ class _RunIngest:
             for g in self.groups:
                 for w, sp in window_spectra(grams[g], self.windows, rule, noise).items():
                     spectra[(g, w)] = sp
-            total = sum(grams.values())
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = sum(grams.values())
             noise_all = None if noise is None else noise * len(self.groups)
             assert isinstance(total, np.ndarray)
+            if not np.all(np.isfinite(total)):
+                raise IngestError(422, _NOT_FINITE.format(what="the sum of the groups' Grams"))
             for w, sp in window_spectra(total, self.windows, rule, noise_all).items():
                 spectra[(ALL_GROUP, w)] = sp
         else:
             for w, sp in window_spectra(grams[ALL_GROUP], self.windows, rule, noise).items():
                 spectra[(ALL_GROUP, w)] = sp
+        bad = [key for key, sp in spectra.items() if not _finite_spectrum(sp)]
+        if bad:
+            raise IngestError(422, _NOT_FINITE.format(what=f"the spectra {bad}"))
         return spectra, np.vstack(dot_rows), lags
 
     def _phases(
@@ -562,7 +606,7 @@ def _ingest_once(
 ) -> IngestOutcome:
     """One attempt of `ingest`: one transaction, rolled back on any exception."""
     with engine.connect().execution_options(immediate=True) as conn, conn.begin():
-        locked = lock_run_with_state(conn, run_id)
+        locked = lock_run_with_state(conn, run_id) if can_exist(run_id) else None
         if locked is None or not visible(locked[0]["project"]):
             raise IngestError(404, f"run {run_id} not found")
         job = _RunIngest(conn, locked[0], locked[1], observers, savepoints)

@@ -1,9 +1,21 @@
-"""Prometheus metrics of one server process (GET /metrics, text format).
+"""Prometheus metrics of a server (GET /metrics, text format).
 
-Each process keeps its own registry; scrape every replica (the compose file's proxy
-balances API traffic, Prometheus should scrape the replicas directly). Per-run gauges are
-bounded: only runs this process ingested within `active_run_seconds`, at most
-`max_gauge_runs` of them (the most recent), are reported; older ones are dropped.
+One process (the default, tests, `serve --workers 1`): each app keeps its own registry.
+
+Several workers (`sedmon-server serve --workers N`, N > 1): `serve` points
+PROMETHEUS_MULTIPROC_DIR at a fresh private directory before the workers start, so
+prometheus_client keeps the counters and the histogram in per-process files there, and
+any worker's /metrics renders them summed over every worker, dead ones included (counters
+never go backwards). The per-run gauges are not prometheus_client gauges (they could not
+forget a run): each worker mirrors its latest edge of a run in a small file
+`runs/<run_id>_<pid>.json` of that directory, and /metrics merges them: per run, the edge
+of the highest step (then the latest time) wins; a finished run's files are removed by
+the worker that finished it; a run is reported while some worker ingested it within
+`active_run_seconds`, at most `max_gauge_runs` of them (the most recent); files older
+than that are removed when seen. Each worker bounds its own files the same way.
+
+Per-run gauges are bounded either way: only runs ingested within `active_run_seconds`,
+at most `max_runs` (the most recent), are reported; older ones are dropped.
 
 Hook for the alerts engine: `app.state.observability.record_alert(rule, state)` counts
 alert transitions in `sedmon_alerts_total{rule, state}`.
@@ -11,16 +23,21 @@ alert transitions in `sedmon_alerts_total{rule, state}`.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass
@@ -29,7 +46,14 @@ class _RunEdge:
     name: str
     gap_ratio: float
     signal_rank: int
-    seen: float
+    seen: float  # time.time() of the ingest
+    step: int = -1  # -1: unknown
+
+
+def multiproc_dir() -> Path | None:
+    """The shared metrics directory of a multi-worker `serve`, None in a lone process."""
+    path = os.environ.get(MULTIPROC_ENV)
+    return Path(path) if path and os.path.isdir(path) else None
 
 
 class _RunGauges(Collector):
@@ -47,7 +71,7 @@ class _RunGauges(Collector):
             labels=labels,
         )
         active = GaugeMetricFamily("sedmon_active_runs", "Runs reported by the per-run gauges")
-        runs = self.owner.active_runs()
+        runs = self.owner.reported_runs()
         for run_id, edge in runs:
             lv = [str(run_id), edge.project, edge.name]
             gap.add_metric(lv, edge.gap_ratio)
@@ -67,6 +91,10 @@ class Observability:
         self.max_runs = max_runs
         self._edges: dict[int, _RunEdge] = {}
         self._lock = threading.Lock()
+        self.shared = multiproc_dir()
+        self._runs_dir = self.shared / "runs" if self.shared is not None else None
+        if self._runs_dir is not None:
+            self._runs_dir.mkdir(exist_ok=True)
         self.checkpoints = Counter(
             "sedmon_ingest_checkpoints",
             "Checkpoints handled, by outcome",
@@ -89,30 +117,96 @@ class Observability:
         self.registry.register(_RunGauges(self))
 
     def record_edge(
-        self, run_id: int, project: str, name: str, gap_ratio: float, signal_rank: int
+        self,
+        run_id: int,
+        project: str,
+        name: str,
+        gap_ratio: float,
+        signal_rank: int,
+        step: int = -1,
     ) -> None:
+        edge = _RunEdge(project, name, gap_ratio, signal_rank, time.time(), step)
         with self._lock:
-            self._edges[run_id] = _RunEdge(project, name, gap_ratio, signal_rank, time.monotonic())
+            old = self._edges.get(run_id)
+            if old is not None and old.step > step:  # a later step got here first
+                return
+            self._edges[run_id] = edge
+            self._write(run_id, edge)
             if len(self._edges) > 2 * self.max_runs:
                 self._prune()
 
     def forget_run(self, run_id: int) -> None:
         with self._lock:
             self._edges.pop(run_id, None)
+            if self._runs_dir is not None:
+                for path in self._runs_dir.glob(f"{run_id}_*.json"):
+                    path.unlink(missing_ok=True)
 
     def record_alert(self, rule: str, state: str) -> None:
         self.alerts.labels(rule=rule, state=state).inc()
 
+    def _run_file(self, run_id: int) -> Path | None:
+        if self._runs_dir is None:
+            return None
+        return self._runs_dir / f"{run_id}_{os.getpid()}.json"
+
+    def _write(self, run_id: int, edge: _RunEdge) -> None:
+        path = self._run_file(run_id)
+        if path is None:
+            return
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(asdict(edge)))
+        os.replace(tmp, path)
+
     def _prune(self) -> None:
-        cutoff = time.monotonic() - self.active_run_seconds
+        cutoff = time.time() - self.active_run_seconds
         fresh = [(rid, e) for rid, e in self._edges.items() if e.seen >= cutoff]
         fresh.sort(key=lambda item: item[1].seen, reverse=True)
-        self._edges = dict(fresh[: self.max_runs])
+        kept = dict(fresh[: self.max_runs])
+        for rid in self._edges.keys() - kept.keys():
+            path = self._run_file(rid)
+            if path is not None:
+                path.unlink(missing_ok=True)
+        self._edges = kept
 
     def active_runs(self) -> list[tuple[int, _RunEdge]]:
+        """The runs this process reports (its own ingests), pruned."""
         with self._lock:
             self._prune()
             return list(self._edges.items())
 
+    def reported_runs(self) -> list[tuple[int, _RunEdge]]:
+        """The runs /metrics reports: this process's, or every worker's when shared."""
+        if self._runs_dir is None:
+            return self.active_runs()
+        with self._lock:
+            self._prune()
+        return self._shared_runs(self._runs_dir)
+
+    def _shared_runs(self, runs_dir: Path) -> list[tuple[int, _RunEdge]]:
+        cutoff = time.time() - self.active_run_seconds
+        latest: dict[int, _RunEdge] = {}
+        for path in runs_dir.glob("*.json"):
+            try:
+                run_id = int(path.stem.rsplit("_", 1)[0])
+                edge = _RunEdge(**json.loads(path.read_text()))
+            except FileNotFoundError:  # finished or pruned meanwhile
+                continue
+            except (ValueError, TypeError):  # not ours, or half-written by a dead worker
+                continue
+            if edge.seen < cutoff:
+                path.unlink(missing_ok=True)
+                continue
+            old = latest.get(run_id)
+            if old is None or (edge.step, edge.seen) > (old.step, old.seen):
+                latest[run_id] = edge
+        runs = sorted(latest.items(), key=lambda item: item[1].seen, reverse=True)
+        return runs[: self.max_runs]
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.shared is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.shared))
+        registry.register(_RunGauges(self))
+        return generate_latest(registry)

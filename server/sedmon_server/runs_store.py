@@ -15,7 +15,14 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 
-from sedmon_core.schemas import ALL_GROUP, EdgeSummary, RunCreate, RunOut, SketchSpecIn
+from sedmon_core.schemas import (
+    ALL_GROUP,
+    MAX_INT64,
+    EdgeSummary,
+    RunCreate,
+    RunOut,
+    SketchSpecIn,
+)
 from sedmon_server import tables
 
 RUN_STATES: tuple[str, ...] = ("running", "finished", "failed")
@@ -93,7 +100,16 @@ def create_run(conn: Connection, body: RunCreate) -> tuple[Mapping[str, Any], bo
     return dict(existing), False
 
 
+def can_exist(run_id: int) -> bool:
+    """Whether a run could have this id: ids are positive BIGINTs. Asking the database
+    about one it cannot hold fails (PostgreSQL: bigint out of range; SQLite: overflow)."""
+    return 0 < run_id <= MAX_INT64
+
+
 def get_run(conn: Connection, run_id: int) -> Mapping[str, Any] | None:
+    """The run row, or None when there is no such run (whatever the id's size)."""
+    if not can_exist(run_id):
+        return None
     r = tables.runs
     row = conn.execute(select(r).where(r.c.id == run_id)).mappings().first()
     return None if row is None else dict(row)

@@ -3,11 +3,19 @@
 Numbers in sketches may be non-finite on the wire (Python's JSON writes NaN): the server
 answers them with 422 and a `non_finite` alert, so these models accept them and the
 server checks.
+
+Limits that keep bad input from reaching the database (422, nothing stored): steps and
+list offsets are 0..MAX_INT64 (the database's BIGINT); text the server stores (group and
+metric names, config strings, webhook fields) holds no NUL character and no unpaired
+surrogate (PostgreSQL text cannot); metric names are 1-200 characters; `config` holds
+finite numbers only (JSON has no NaN or Infinity); finite sketch values are at most
+MAX_SKETCH_VALUE in absolute value (the server checks, with the non-finite ones).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from math import isfinite
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -26,6 +34,16 @@ MAX_SKETCH_DIM = 65_536
 MAX_IDENTITY_DIM = 1_048_576
 """Cap on the total length of an identity sketch (exact parameters, small models only)."""
 MAX_GROUPS = 64
+MAX_INT64 = 2**63 - 1
+"""Largest step, list offset or id the database holds (BIGINT)."""
+MAX_METRIC_NAME = 200
+MAX_SKETCH_VALUE = 1e100
+"""Cap on |x| of a finite sketch value (the server answers 422 above it). A delta is then
+at most 2e100 per entry, so a squared norm or dot product over the most entries one
+Gram sums (group "all" of MAX_GROUPS groups of MAX_SKETCH_DIM: 2**22, more than
+MAX_IDENTITY_DIM) is at most 2**22 * (2e100)**2 ~ 1.7e207, and an eigenvalue of a
+window's Gram (W <= MAX_WINDOW) at most ~1.7e209: every stored number stays finite,
+far below float64's 1.8e308. Real parameters are many orders of magnitude smaller."""
 ALL_GROUP = "all"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
 PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -33,6 +51,54 @@ PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored as database text (PostgreSQL refuses NUL; UTF-8 has
+    no unpaired surrogates), or None."""
+    if "\x00" in value:
+        return "must not contain NUL (\\u0000) characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no unpaired surrogates)"
+    return None
+
+
+def _check_text(value: str, what: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(f"{what} {problem}")
+    return value
+
+
+def _check_metric_names(values: dict[str, float]) -> dict[str, float]:
+    for name in values:
+        if not 1 <= len(name) <= MAX_METRIC_NAME:
+            raise ValueError(
+                f"metric names must be 1-{MAX_METRIC_NAME} characters, got one of {len(name)}"
+            )
+        _check_text(name, "metric names")
+    return values
+
+
+def _check_json(config: dict[str, Any]) -> dict[str, Any]:
+    """Free-form JSON: finite numbers only, storable text in keys and strings (iterative,
+    so any nesting depth the JSON parser accepted is checked without recursion)."""
+    stack: list[tuple[str, Any]] = [("config", config)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not isfinite(value):
+            raise ValueError(f"{path}: numbers must be finite (JSON has no NaN or Infinity)")
+        if isinstance(value, str):
+            _check_text(value, f"{path}: strings")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(str(key), f"{path}: keys")
+                stack.append((f"{path}.{key}", item))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return config
 
 
 class SketchSpecIn(_Model):
@@ -70,9 +136,15 @@ class RunCreate(_Model):
         for g in v:
             if not g or len(g) > 100:
                 raise ValueError("group names must be 1-100 characters")
+            _check_text(g, "group names")
         if ALL_GROUP in v and len(v) > 1:
             raise ValueError("'all' is the whole model; with named groups the server adds it")
         return v
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_json(v)
 
     @field_validator("windows")
     @classmethod
@@ -138,11 +210,19 @@ class RunList(BaseModel):
 
 
 class CheckpointIn(_Model):
-    """POST /api/v1/runs/{id}/checkpoints: the sketch of the parameters (positions)."""
+    """POST /api/v1/runs/{id}/checkpoints: the sketch of the parameters (positions).
 
-    step: int = Field(ge=0)
+    step: 0..MAX_INT64; metric names: 1-200 characters, no NUL; the server refuses finite
+    sketch values beyond +-MAX_SKETCH_VALUE (422) and non-finite ones (422 + event)."""
+
+    step: int = Field(ge=0, le=MAX_INT64)
     sketch: dict[str, list[float]]
     metrics: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, v: dict[str, float]) -> dict[str, float]:
+        return _check_metric_names(v)
 
 
 class CheckpointAck(BaseModel):
@@ -171,10 +251,17 @@ class CheckpointBatchAck(BaseModel):
 
 
 class MetricsIn(_Model):
-    """POST /api/v1/runs/{id}/metrics: metric values (name -> number) at one step."""
+    """POST /api/v1/runs/{id}/metrics: metric values (name -> number) at one step.
 
-    step: int = Field(ge=0)
+    step: 0..MAX_INT64; names: 1-200 characters, no NUL."""
+
+    step: int = Field(ge=0, le=MAX_INT64)
     values: dict[str, float] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _metric_names(cls, v: dict[str, float]) -> dict[str, float]:
+        return _check_metric_names(v)
 
 
 MAX_METRIC_POINTS = 10_000
@@ -185,6 +272,23 @@ class MetricsBatchIn(_Model):
     """POST /api/v1/runs/{id}/metrics:batch: many steps' values, stored all or nothing."""
 
     points: list[MetricsIn] = Field(min_length=1, max_length=MAX_METRIC_POINTS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _point_names(cls, data: Any) -> Any:
+        # Names first, so the detail names the point as the server's other refusals do
+        # ("point 3 (step 1200): ..."); MetricsIn checks each point again, and the rest.
+        points = data.get("points") if isinstance(data, dict) else None
+        for i, point in enumerate(points if isinstance(points, list) else ()):
+            values = point.get("values") if isinstance(point, dict) else None
+            if isinstance(values, dict):
+                try:
+                    _check_metric_names(values)
+                except ValueError as exc:
+                    step = point.get("step")
+                    at = f"point {i} (step {step})" if isinstance(step, int) else f"point {i}"
+                    raise ValueError(f"{at}: {exc}") from None
+        return data
 
 
 class FinishIn(_Model):
@@ -254,6 +358,11 @@ class WebhookCreate(_Model):
     url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
     format: WebhookFormat = "generic"
     secret: str | None = Field(default=None, min_length=8, max_length=512)
+
+    @field_validator("url", "secret")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return v if v is None else _check_text(v, "url and secret")
 
 
 class WebhookOut(BaseModel):

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from servertest import make_app, new_run, post, random_walk, unique
+from servertest import ADMIN, make_app, new_run, post, random_walk, unique
 
-from sedmon_server.auth import Principal, TokenCache, revoke_token
+from sedmon_server.auth import COOKIE_NAME, Principal, TokenCache, revoke_token
 
 pytestmark = pytest.mark.postgres
 
@@ -34,6 +34,23 @@ def test_no_token_is_401_with_www_authenticate(pg_app: FastAPI) -> None:
 def test_bad_token_is_401(pg_app: FastAPI, header: str) -> None:
     r = TestClient(pg_app, headers={"Authorization": header}).get("/api/v1/runs")
     assert r.status_code == 401 and "detail" in r.json()
+
+
+def test_the_documented_bearer_scheme_changes_no_answer(pg_app: FastAPI) -> None:
+    """`require` depends on the OpenAPI bearer scheme (auth.BEARER) only to document it:
+    the answers stay `require`'s own (401 + WWW-Authenticate, cookie on GET/HEAD only)."""
+    security = pg_app.openapi()["paths"]["/api/v1/runs"]["get"]["security"]
+    assert security == [{"bearer": []}]
+    lower = TestClient(pg_app, headers={"Authorization": f"bearer {ADMIN}"})
+    assert lower.get("/api/v1/runs").status_code == 200
+    for header in ("Basic abc", "Bearer"):  # what HTTPBearer itself would pass or refuse
+        r = TestClient(pg_app, headers={"Authorization": header}).get("/api/v1/runs")
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    cookie = TestClient(pg_app, cookies={COOKIE_NAME: ADMIN})
+    assert cookie.get("/api/v1/runs").status_code == 200
+    assert cookie.head("/api/v1/runs").status_code in (200, 405)
+    refused = cookie.post("/api/v1/runs", json={"project": "p", "name": "cookie"})
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
 
 
 def test_read_token_cannot_ingest_but_can_read(client: TestClient, pg_app: FastAPI) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -11,10 +12,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from servertest import ADMIN, AUTH, random_walk
 
 from sedmon_core.spectrum import spectrum_series
@@ -29,9 +32,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(url: str, home: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_server(
+    url: str, home: Path, port: int, workers: int = 1, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SEDMON_ADMIN_TOKEN": ADMIN, "SEDMON_HOME": str(home)}
     env.pop("SEDMON_DATABASE_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(env_extra or {})
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -85,11 +92,11 @@ def expected_points(cps: list[dict[str, list[float]]], window: int) -> list[list
     return [s.sigma.tolist() for s in spectrum_series(d @ d.T, window)]
 
 
-def create_run(base: str, name: str) -> int:
+def create_run(base: str, name: str, windows: tuple[int, ...] = (4, 8)) -> int:
     r = httpx.post(
         f"{base}/api/v1/runs",
         headers=AUTH,
-        json={"project": "multi", "name": name, "sketch": {"dim": 32}, "windows": [4, 8]},
+        json={"project": "multi", "name": name, "sketch": {"dim": 32}, "windows": list(windows)},
     )
     assert r.status_code in (200, 201), r.text
     return int(r.json()["id"])
@@ -169,3 +176,122 @@ def test_the_multi_worker_listener_gives_accepted_connections_tcp_nodelay() -> N
     runner.start()
     runner.join(10)
     assert seen_value and seen_value[0] != 0
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_a_chunked_upload_over_the_limit_is_413_over_http_and_nothing_is_written(
+    fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    proc = start_server(
+        fresh_postgres_url, tmp_path, port, env_extra={"SEDMON_MAX_BODY_BYTES": "100000"}
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        rid = create_run(base, "chunked")
+        cps = random_walk(2, 32, seed=5)
+        big = json.dumps({"step": 0, "sketch": {"all": [0.123456789] * 20_000}}).encode()
+        assert len(big) > 100_000
+
+        def chunks(body: bytes, size: int) -> Iterator[bytes]:
+            for i in range(0, len(body), size):
+                yield body[i : i + size]
+
+        url = f"{base}/api/v1/runs/{rid}/checkpoints"
+        headers = {**AUTH, "content-type": "application/json"}
+        r = httpx.post(url, content=chunks(big, 8192), headers=headers)
+        assert r.request.headers.get("transfer-encoding") == "chunked"
+        assert "content-length" not in r.request.headers
+        assert r.status_code == 413, r.text
+        assert "larger than 100000 bytes" in r.json()["detail"]
+        run = httpx.get(f"{base}/api/v1/runs/{rid}", headers=AUTH).json()
+        assert run["num_checkpoints"] == 0
+        for step, cp in enumerate(cps):  # under the limit, chunked: the route gets it whole
+            body = json.dumps({"step": step, "sketch": cp}).encode()
+            r = httpx.post(url, content=chunks(body, 100), headers=headers)
+            assert r.status_code == 201, r.text
+        run = httpx.get(f"{base}/api/v1/runs/{rid}", headers=AUTH).json()
+        assert run["num_checkpoints"] == len(cps)
+    finally:
+        stop(proc)
+
+
+def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """One /metrics page on a new connection: {(sample name, sorted labels): value}."""
+    r = httpx.get(f"{base}/metrics", headers={"connection": "close"})
+    assert r.status_code == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): float(s.value)
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+def run_key(name: str, rid: int, run: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    labels = {"run_id": str(rid), "project": "multi", "run": run}
+    return (name, tuple(sorted(labels.items())))
+
+
+def test_metrics_of_a_multi_worker_server_add_up_every_worker(
+    fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    port = free_port()
+    proc = start_server(
+        fresh_postgres_url, tmp_path, port, workers=2, env_extra={"TMPDIR": str(scratch)}
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert [p.name[:15] for p in scratch.iterdir()] == ["sedmon-metrics-"]
+        names = [f"mw-{k}" for k in range(3)]
+        rids = [create_run(base, n, windows=(3,)) for n in names]
+        per_run = 12
+        last: dict[int, Any] = {}
+
+        def sender(k: int) -> None:  # one run per thread; half the posts on new connections
+            cps = random_walk(per_run, 32, seed=60 + k)
+            with httpx.Client(base_url=base, headers=AUTH) as c:
+                for i, cp in enumerate(cps):
+                    body = {"step": i, "sketch": cp}
+                    url = f"/api/v1/runs/{rids[k]}/checkpoints"
+                    if i % 2:
+                        r = httpx.post(base + url, json=body, headers=AUTH)
+                    else:
+                        r = c.post(url, json=body)
+                    assert r.status_code == 201, r.text
+                    last[k] = r.json()["edge"]
+
+        threads = [threading.Thread(target=sender, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(last) == 3
+        total = per_run * len(rids)
+        created = ("sedmon_ingest_checkpoints_total", (("outcome", "created"),))
+        latency = ("sedmon_ingest_seconds_count", (("endpoint", "checkpoint"),))
+        for _ in range(8):
+            page = scrape(base)
+            assert page.get(created) == total, page.get(created)
+            assert page.get(latency) == total
+            assert page.get(("sedmon_active_runs", ())) == 3
+            for k, (rid, name) in enumerate(zip(rids, names, strict=True)):
+                rank = page.get(run_key("sedmon_run_signal_rank", rid, name))
+                gap = page.get(run_key("sedmon_run_gap_ratio", rid, name))
+                assert rank == last[k]["signal_rank"]
+                assert gap == pytest.approx(last[k]["gap_ratio"])
+        r = httpx.post(f"{base}/api/v1/runs/{rids[0]}/finish", headers=AUTH)
+        assert r.status_code == 200, r.text
+        for _ in range(6):
+            page = scrape(base)
+            assert page.get(("sedmon_active_runs", ())) == 2
+            assert run_key("sedmon_run_signal_rank", rids[0], names[0]) not in page
+            assert run_key("sedmon_run_signal_rank", rids[1], names[1]) in page
+    finally:
+        stop(proc)
+    assert not list(scratch.iterdir())  # the private metrics directory is gone

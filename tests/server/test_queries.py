@@ -270,3 +270,128 @@ def test_analysis_of_a_run_without_spectra_is_422(client: TestClient) -> None:
     rid = new_run(client)
     r = client.get(f"/api/v1/runs/{rid}/analysis/phases")
     assert r.status_code == 422 and "no spectra" in r.json()["detail"]
+
+
+ANALYSIS_CASES = [
+    ("coupling", {"window": 8, "metric": "val_loss"}),
+    ("lag-sweep", {"metric": "val_loss"}),
+    ("phases", {"window": 5, "metric": "val_loss"}),
+    ("shifts", {"window": 5, "series": "total_variance"}),
+    ("reliability", {"window": 5}),
+]
+
+
+def _undocumented(value: Any, where: str = "result") -> list[str]:
+    """Keys of a validated result model (nested too) that its model does not name."""
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        out = [f"{where}.{k}" for k in value.model_extra or {}]
+        for k in type(value).model_fields:
+            out += _undocumented(getattr(value, k), f"{where}.{k}")
+        return out
+    if isinstance(value, list):
+        return [e for v in value for e in _undocumented(v, f"{where}[]")]
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in _undocumented(v, f"{where}.{k}")]
+    return []
+
+
+@pytest.mark.parametrize(("name", "params"), ANALYSIS_CASES, ids=[c[0] for c in ANALYSIS_CASES])
+def test_analysis_results_have_the_documented_shape(
+    client: TestClient, analysed_run: tuple[int, Any, Any], name: str, params: dict[str, Any]
+) -> None:
+    from sedmon_server.api.schemas import ANALYSIS_RESULTS, AnalysisOut
+
+    rid, _, _ = analysed_run
+    r = client.get(f"/api/v1/runs/{rid}/analysis/{name}", params=params)
+    assert r.status_code == 200, r.text
+    AnalysisOut.model_validate(r.json())
+    result = ANALYSIS_RESULTS[name].model_validate(r.json()["result"])
+    assert _undocumented(result) == []
+
+
+def _csv_rows(client: TestClient, url: str, params: dict[str, Any]) -> list[dict[str, str]]:
+    r = client.get(url, params={**params, "format": "csv"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv")
+    return list(csv.DictReader(io.StringIO(r.text)))
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "key", "columns"),
+    [
+        ("phases", {"window": 5}, "steps", ["step", "value", "phase"]),
+        ("shifts", {"window": 5}, "steps", ["step", "value", "max_derivative", "cusum", "ttest"]),
+        ("coupling", {"window": 8, "metric": "val_loss"}, "lags", ["lag", "r", "n"]),
+        ("lag-sweep", {"metric": "val_loss"}, "windows", ["window", "peak_lag", "peak_r"]),
+        (
+            "reliability",
+            {"window": 5},
+            "last_step",
+            ["last_step", "even_rank", "odd_rank", "agree"],
+        ),
+    ],
+    ids=str,
+)
+def test_analysis_csv_has_a_row_per_point_of_the_json_series(
+    client: TestClient,
+    analysed_run: tuple[int, Any, Any],
+    name: str,
+    params: dict[str, Any],
+    key: str,
+    columns: list[str],
+) -> None:
+    rid, _, _ = analysed_run
+    url = f"/api/v1/runs/{rid}/analysis/{name}"
+    result = client.get(url, params=params).json()["result"]
+    rows = _csv_rows(client, url, params)
+    assert list(rows[0]) == columns
+    index = result["correlation"][key] if name == "coupling" else result[key]
+    assert [row[columns[0]] for row in rows] == [str(v) for v in index]
+
+
+def test_phases_and_shifts_csv_carry_the_labels_and_the_change_steps(
+    client: TestClient, analysed_run: tuple[int, Any, Any]
+) -> None:
+    rid, _, _ = analysed_run
+    url = f"/api/v1/runs/{rid}/analysis/"
+    params = {"window": 5, "series": "total_variance"}
+    phases = client.get(url + "phases", params=params).json()["result"]
+    rows = _csv_rows(client, url + "phases", params)
+    assert [r["phase"] for r in rows] == phases["labels"]
+    assert [r["value"] for r in rows] == [_cell(v) for v in phases["values"]]
+
+    shifts = client.get(url + "shifts", params=params).json()["result"]
+    rows = _csv_rows(client, url + "shifts", params)
+    for cp in shifts["change_points"]:
+        changed = [int(r["step"]) for r in rows if r[cp["method"]] == "change"]
+        assert changed == ([] if cp["change_step"] is None else [cp["change_step"]])
+
+
+def test_lag_sweep_and_coupling_csv_carry_the_peaks_and_correlations(
+    client: TestClient, analysed_run: tuple[int, Any, Any]
+) -> None:
+    rid, _, _ = analysed_run
+    url = f"/api/v1/runs/{rid}/analysis/"
+    sweep = client.get(url + "lag-sweep", params={"metric": "val_loss"}).json()["result"]
+    rows = _csv_rows(client, url + "lag-sweep", {"metric": "val_loss"})
+    assert [r["peak_lag"] for r in rows] == [_cell(v) for v in sweep["peak_lags"]]
+    params = {"window": 8, "metric": "val_loss"}
+    xc = client.get(url + "coupling", params=params).json()["result"]["correlation"]
+    rows = _csv_rows(client, url + "coupling", params)
+    np.testing.assert_allclose(
+        [float(r["r"]) if r["r"] else np.nan for r in rows],
+        [np.nan if v is None else v for v in xc["r"]],
+    )
+    assert [int(r["n"]) for r in rows] == xc["n"]
+
+
+def test_a_refused_analysis_is_422_json_in_csv_too(client: TestClient) -> None:
+    rid = new_run(client)
+    r = client.get(f"/api/v1/runs/{rid}/analysis/shifts", params={"format": "csv"})
+    assert r.status_code == 422 and "no spectra" in r.json()["detail"]

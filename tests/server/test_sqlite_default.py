@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from servertest import ADMIN, AUTH, new_run, post, post_json, random_walk
+from servertest import ADMIN, AUTH, new_run, post, post_json, random_walk, snapshot
 from sqlalchemy import text
 
 from sedmon_core.spectrum import spectrum_series
@@ -34,6 +34,7 @@ def test_sqlite_ingest_equals_the_batch_computation_and_refuses_bad_input(tmp_pa
     cps = random_walk(12, 16, seed=2)
     for i, cp in enumerate(cps):
         assert post(client, rid, i, cp, {"loss": float(i)}).status_code == 201
+    before = snapshot(app.state.engine, rid)
     assert post(client, rid, 11, cps[11], {"loss": 11.0}).status_code == 200
     assert post(client, rid, 11, cps[10]).status_code == 409
     assert post(client, rid, 5, cps[10]).status_code == 409
@@ -45,6 +46,11 @@ def test_sqlite_ingest_equals_the_batch_computation_and_refuses_bad_input(tmp_pa
         ).status_code
         == 422
     )
+    assert post(client, rid, 2**63, cps[0]).status_code == 422
+    assert post(client, rid, 20, cps[0], {"m" * 201: 1.0}).status_code == 422
+    assert post(client, rid, 20, {"all": [1e200] * 16}).status_code == 422
+    assert post(client, 10**20, 20, cps[0]).status_code == 404
+    assert snapshot(app.state.engine, rid) == before  # bad input changed nothing
     pos = np.array([cp["all"] for cp in cps])
     d = np.diff(pos, axis=0)
     expected = spectrum_series(d @ d.T, 4)

@@ -27,9 +27,11 @@ from sedmon_server.alerts.tables import (
 )
 from sedmon_server.api.dependencies import (
     BAD_INPUT,
+    BAD_PARAMS,
     ERROR_RESPONSES,
     NOT_FOUND,
     engine_of,
+    error,
     visible_run,
 )
 from sedmon_server.auth import Principal, check_project, require
@@ -39,6 +41,9 @@ Ingest = Annotated[Principal, Depends(require("ingest"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Db = Annotated[Engine, Depends(engine_of)]
 RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, **BAD_INPUT}
+"""Errors of a route that reads a body (POST, PUT)."""
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, **BAD_PARAMS}
+"""Errors of a route without a body (GET, DELETE): no malformed JSON, no oversized body."""
 
 
 def _aware(at: datetime | None) -> datetime | None:
@@ -129,7 +134,7 @@ def create_webhook(body: WebhookCreate, principal: Admin, engine: Db) -> Webhook
     return _webhook_out(row)
 
 
-@webhooks_router.get("", response_model=WebhookList, responses=RESPONSES)
+@webhooks_router.get("", response_model=WebhookList, responses=READ_RESPONSES)
 def list_webhooks(
     principal: Admin,
     engine: Db,
@@ -145,7 +150,7 @@ def list_webhooks(
         return WebhookList(webhooks=[_webhook_out(r) for r in conn.execute(q)])
 
 
-@webhooks_router.delete("/{webhook_id}", status_code=204, responses={**RESPONSES, **NOT_FOUND})
+@webhooks_router.delete("/{webhook_id}", status_code=204, responses={**READ_RESPONSES, **NOT_FOUND})
 def delete_webhook(webhook_id: int, principal: Admin, engine: Db) -> Response:
     _visible_webhook(engine, webhook_id, principal)
     with engine.begin() as conn:
@@ -157,7 +162,7 @@ def delete_webhook(webhook_id: int, principal: Admin, engine: Db) -> Response:
     "/{webhook_id}/test",
     response_model=TestQueued,
     status_code=202,
-    responses={**RESPONSES, **NOT_FOUND},
+    responses={**RESPONSES, **NOT_FOUND, 409: error("The webhook is disabled")},
 )
 def test_webhook(webhook_id: int, request: Request, principal: Admin, engine: Db) -> TestQueued:
     """Queue a test message to this webhook (same path as alerts: outbox, dispatcher)."""
@@ -194,7 +199,9 @@ def test_webhook(webhook_id: int, request: Request, principal: Admin, engine: Db
 
 
 @webhooks_router.get(
-    "/{webhook_id}/deliveries", response_model=DeliveryList, responses={**RESPONSES, **NOT_FOUND}
+    "/{webhook_id}/deliveries",
+    response_model=DeliveryList,
+    responses={**READ_RESPONSES, **NOT_FOUND},
 )
 def list_deliveries(
     webhook_id: int,
@@ -268,7 +275,7 @@ def _alert_out(row: Any) -> AlertOut:
 
 
 @alerts_router.get(
-    "/runs/{run_id}/alerts", response_model=AlertsOut, responses={**RESPONSES, **NOT_FOUND}
+    "/runs/{run_id}/alerts", response_model=AlertsOut, responses={**READ_RESPONSES, **NOT_FOUND}
 )
 def run_alerts(
     run_id: int,
@@ -378,7 +385,7 @@ def create_silence(body: SilenceCreate, principal: Admin, engine: Db) -> Silence
     return _silence_out(row)
 
 
-@alerts_router.get("/silences", response_model=SilenceList, responses=RESPONSES)
+@alerts_router.get("/silences", response_model=SilenceList, responses=READ_RESPONSES)
 def list_silences(
     principal: Read,
     engine: Db,
@@ -405,7 +412,7 @@ def list_silences(
 
 
 @alerts_router.delete(
-    "/silences/{silence_id}", status_code=204, responses={**RESPONSES, **NOT_FOUND}
+    "/silences/{silence_id}", status_code=204, responses={**READ_RESPONSES, **NOT_FOUND}
 )
 def delete_silence(silence_id: int, principal: Admin, engine: Db) -> Response:
     with engine.begin() as conn:
@@ -426,7 +433,9 @@ class AlertSettingsOut(BaseModel):
 
 
 @alerts_router.get(
-    "/projects/{project}/alert-settings", response_model=AlertSettingsOut, responses=RESPONSES
+    "/projects/{project}/alert-settings",
+    response_model=AlertSettingsOut,
+    responses=READ_RESPONSES,
 )
 def get_settings(
     project: Annotated[str, Path(pattern=PROJECT_PATTERN)], principal: Read, engine: Db

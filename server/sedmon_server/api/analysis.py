@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import Connection, Engine
 
 from sedmon_core.schemas import ALL_GROUP
 from sedmon_server import analyses
-from sedmon_server.api.dependencies import ERROR_RESPONSES, NOT_FOUND, engine_of, visible_run
+from sedmon_server.analyses import AnalysisName
+from sedmon_server.api.dependencies import (
+    ERROR_RESPONSES,
+    NOT_FOUND,
+    engine_of,
+    error,
+    visible_run,
+)
 from sedmon_server.api.schemas import AnalysisOut
 from sedmon_server.auth import Principal, require
+from sedmon_server.csv_export import analysis_csv
 
 router = APIRouter(prefix="/api/v1/runs", tags=["analysis"])
 
 ANALYSIS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "JSON, or with format=csv the result's series (docs/api.md)",
+    },
     **ERROR_RESPONSES,
     **NOT_FOUND,
-    422: {
-        "description": "Unknown analysis, window, group, metric, series or method; too little data"
-    },
+    422: error("Unknown analysis, window, group, metric, series or method; too little data"),
 }
 
 
@@ -46,7 +57,8 @@ def _run_analysis(
     max_lag: int,
     detrend: bool,
     last: int,
-) -> AnalysisOut:
+) -> dict[str, Any]:
+    """The answer: AnalysisOut's fields, `result` as computed (AnalysisOut documents it)."""
     run_id = int(run["id"])
     groups = list(run["groups"])
     if group != ALL_GROUP and group not in groups:
@@ -88,16 +100,16 @@ def _run_analysis(
             noise_dim,
             last,
         )
-    return AnalysisOut(
-        run_id=run_id,
-        analysis=name,
-        window=used_window,
-        group=group,
-        metric=metric,
-        method=method,
-        n=n,
-        result=result,
-    )
+    return {
+        "run_id": run_id,
+        "analysis": name,
+        "window": used_window,
+        "group": group,
+        "metric": metric,
+        "method": method,
+        "n": n,
+        "result": result,
+    }
 
 
 @router.get("/{run_id}/analysis/{name}", response_model=AnalysisOut, responses=ANALYSIS_RESPONSES)
@@ -105,7 +117,7 @@ def get_analysis(
     run_id: int,
     principal: Annotated[Principal, Depends(require("read"))],
     engine: Annotated[Engine, Depends(engine_of)],
-    name: Annotated[str, Path(description=f"one of {', '.join(analyses.ANALYSES)}")],
+    name: Annotated[AnalysisName, Path(description="The analysis (docs/api.md#analyses)")],
     window: Annotated[int | None, Query(description="default: the run's smallest")] = None,
     group: Annotated[str, Query(max_length=100)] = ALL_GROUP,
     metric: Annotated[str | None, Query(max_length=200, description="e.g. val_loss")] = None,
@@ -122,15 +134,29 @@ def get_analysis(
     max_lag: Annotated[int, Query(ge=1, le=20)] = 5,
     detrend: bool = True,
     last: Annotated[int, Query(ge=10, le=4000, description="reliability: deltas used")] = 2000,
-) -> AnalysisOut:
+    format: Annotated[
+        Literal["json", "csv"], Query(description="csv: the result's series (docs/api.md)")
+    ] = "json",
+) -> Response:
     """Computed from the stored series; metrics aligned to checkpoints (docs/api.md)."""
-    if name not in analyses.ANALYSES:
-        raise HTTPException(422, f"analysis must be one of {', '.join(analyses.ANALYSES)}")
     with engine.connect() as conn:
         run = visible_run(conn, run_id, principal)
         try:
-            return _run_analysis(
-                conn, run, name, window, group, metric, method, series, max_lag, detrend, last
+            out = _run_analysis(
+                conn,
+                run,
+                name.value,
+                window,
+                group,
+                metric,
+                method,
+                series,
+                max_lag,
+                detrend,
+                last,
             )
         except ValueError as exc:  # AnalysisError and sedmon_core's own refusals
             raise HTTPException(422, str(exc)) from exc
+    if format == "csv":
+        return Response(analysis_csv(name.value, out["result"]), media_type="text/csv")
+    return JSONResponse(out)

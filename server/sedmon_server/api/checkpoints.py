@@ -26,7 +26,13 @@ from sedmon_core.schemas import (
     CheckpointBatchIn,
     CheckpointIn,
 )
-from sedmon_server.api.dependencies import BAD_INPUT, ERROR_RESPONSES, NOT_FOUND, engine_of
+from sedmon_server.api.dependencies import (
+    BAD_INPUT,
+    ERROR_RESPONSES,
+    NOT_FOUND,
+    engine_of,
+    error,
+)
 from sedmon_server.auth import Principal, require
 from sedmon_server.ingest import IngestError, IngestOutcome, ingest
 from sedmon_server.observability import Observability
@@ -37,8 +43,8 @@ INGEST_RESPONSES = {
     **ERROR_RESPONSES,
     **NOT_FOUND,
     **BAD_INPUT,
-    409: {"description": "Step not after the run's last, or the same step with another payload"},
-    422: {"description": "Wrong groups or lengths, non-finite numbers, or an invalid body"},
+    409: error("Step not after the run's last, or the same step with another payload"),
+    422: error("Wrong groups or lengths, non-finite numbers, or an invalid body"),
 }
 
 
@@ -57,7 +63,8 @@ def _run(
     except IngestError as exc:
         obs.checkpoints.labels(outcome=str(exc.status_code)).inc(len(checkpoints))
         raise HTTPException(exc.status_code, exc.detail) from exc
-    obs.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+    finally:  # refused ingests too: a slow refusal is a slow ingest
+        obs.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
     obs.checkpoints.labels(outcome="created").inc(outcome.created)
     obs.checkpoints.labels(outcome="unchanged").inc(outcome.unchanged)
     last = outcome.acks[-1] if outcome.acks else None
@@ -68,6 +75,7 @@ def _run(
             outcome.run["name"],
             last.edge.gap_ratio,
             last.edge.signal_rank,
+            step=last.step,
         )
     return outcome
 

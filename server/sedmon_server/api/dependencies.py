@@ -8,20 +8,39 @@ from typing import Any
 from fastapi import HTTPException, Request
 from sqlalchemy import Connection, Engine
 
+from sedmon_server.api.schemas import ErrorOut
 from sedmon_server.auth import Principal
 from sedmon_server.runs_store import get_run
 
+
+def error(description: str, **extra: Any) -> dict[str, Any]:
+    """An OpenAPI error response: `description`, with the `{"detail": ...}` body schema."""
+    return {"model": ErrorOut, "description": description, **extra}
+
+
+# Every route behind `require` (a bearer token).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, unknown or revoked bearer token"},
-    403: {"description": "The token's scope or project does not allow this"},
+    401: error(
+        "Missing, unknown or revoked bearer token",
+        headers={
+            "WWW-Authenticate": {
+                "description": 'Bearer realm="sedmon"',
+                "schema": {"type": "string"},
+            }
+        },
+    ),
+    403: error("The token's scope or project does not allow this"),
 }
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such run visible to this token"}
-}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error("No such run visible to this token")}
+# Routes that read a JSON body (POST, PUT): the body can be malformed or too large.
 BAD_INPUT: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Malformed JSON"},
-    413: {"description": "Request body larger than SEDMON_MAX_BODY_BYTES"},
-    422: {"description": "Invalid body or query parameters"},
+    400: error("Malformed JSON"),
+    413: error("Request body larger than SEDMON_MAX_BODY_BYTES"),
+    422: error("Invalid body or query parameters"),
+}
+# Routes without a body (GET, DELETE): only their path and query parameters can be invalid.
+BAD_PARAMS: dict[int | str, dict[str, Any]] = {
+    422: error("Invalid path or query parameters"),
 }
 
 

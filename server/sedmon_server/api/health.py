@@ -42,5 +42,5 @@ def readyz(engine: Annotated[Engine, Depends(engine_of)], response: Response) ->
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
 )
 def metrics(request: Request) -> Response:
-    """Prometheus metrics of this process."""
+    """Prometheus metrics of this server: every worker of a multi-worker `serve`."""
     return Response(request.app.state.observability.render(), media_type=CONTENT_TYPE_LATEST)

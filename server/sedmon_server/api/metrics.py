@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from sqlalchemy import Engine
 
-from sedmon_core.schemas import MetricsBatchIn, MetricsIn
+from sedmon_core.schemas import MetricsBatchIn, MetricsIn, text_problem
 from sedmon_server.api.dependencies import (
     BAD_INPUT,
     ERROR_RESPONSES,
@@ -24,13 +24,6 @@ from sedmon_server.metric_store import upsert_metric_points, upsert_metrics
 from sedmon_server.series import metric_names, metric_series
 
 router = APIRouter(prefix="/api/v1/runs", tags=["metrics"])
-
-
-def _refusal(values: Mapping[str, float]) -> str | None:
-    """Why a step's values cannot be stored (names), or None."""
-    if any(not name or len(name) > 200 for name in values):
-        return "metric names must be 1-200 characters"
-    return None
 
 
 def _non_finite(values: Mapping[str, float]) -> list[str]:
@@ -50,10 +43,9 @@ def post_metrics(
     principal: Annotated[Principal, Depends(require("ingest"))],
     engine: Annotated[Engine, Depends(engine_of)],
 ) -> MetricsAck:
-    """Store metric values at a step (any step, checkpoint or not); a re-sent value replaces."""
-    refusal = _refusal(body.values)
-    if refusal:
-        raise HTTPException(422, refusal)
+    """Store metric values at a step (any step, checkpoint or not); a re-sent value replaces.
+
+    Names (1-200 characters, no NUL) and the step (0..2**63-1) are checked by MetricsIn."""
     bad = _non_finite(body.values)
     with engine.begin() as conn:
         visible_run(conn, run_id, principal)
@@ -87,10 +79,6 @@ def post_metrics_batch(
 
     The first point refused refuses the batch; its detail names the point's index.
     """
-    for i, point in enumerate(body.points):
-        refusal = _refusal(point.values)
-        if refusal:
-            raise HTTPException(422, f"point {i} (step {point.step}): {refusal}")
     with engine.begin() as conn:
         visible_run(conn, run_id, principal)
         for i, point in enumerate(body.points):
@@ -121,6 +109,10 @@ def get_metrics(
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response | MetricsOut:
     """Series of the run's metrics in step order, every name or the ones asked for."""
+    for n in name or ():
+        problem = text_problem(n)
+        if problem:
+            raise HTTPException(422, f"metric name {problem}")
     with engine.connect() as conn:
         visible_run(conn, run_id, principal)
         names = name if name else metric_names(conn, run_id)

@@ -7,12 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from sqlalchemy import Engine
 
-from sedmon_core.schemas import PROJECT_PATTERN, FinishIn, RunCreate, RunList, RunOut
+from sedmon_core.schemas import (
+    MAX_INT64,
+    PROJECT_PATTERN,
+    FinishIn,
+    RunCreate,
+    RunList,
+    RunOut,
+    text_problem,
+)
 from sedmon_server.api.dependencies import (
     BAD_INPUT,
+    BAD_PARAMS,
     ERROR_RESPONSES,
     NOT_FOUND,
     engine_of,
+    error,
     visible_run,
 )
 from sedmon_server.auth import Principal, check_project, require
@@ -44,7 +54,7 @@ def _firing(request: Request, engine: Engine, run_ids: list[int]) -> dict[int, i
     status_code=201,
     responses={
         200: {"model": RunOut, "description": "The run exists with the same spec"},
-        409: {"description": "The run exists with a different spec"},
+        409: error("The run exists with a different spec"),
         **ERROR_RESPONSES,
         **BAD_INPUT,
     },
@@ -68,7 +78,7 @@ def create(
     return run_out(row, latest)
 
 
-@router.get("", response_model=RunList, responses={**ERROR_RESPONSES, **BAD_INPUT})
+@router.get("", response_model=RunList, responses={**ERROR_RESPONSES, **BAD_PARAMS})
 def list_(
     request: Request,
     principal: Annotated[Principal, Depends(require("read"))],
@@ -77,11 +87,14 @@ def list_(
     state: Annotated[str | None, Query(description=f"one of {', '.join(RUN_STATES)}")] = None,
     name_prefix: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> RunList:
     """Runs newest first; a project token sees its own project only."""
     if state is not None and state not in RUN_STATES:
         raise HTTPException(422, f"state must be one of {', '.join(RUN_STATES)}")
+    problem = None if name_prefix is None else text_problem(name_prefix)
+    if problem:
+        raise HTTPException(422, f"name_prefix {problem}")
     if project is not None:
         check_project(principal, project)
     elif principal.project is not None:

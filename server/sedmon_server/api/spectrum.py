@@ -8,9 +8,9 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from sqlalchemy import Engine
 
-from sedmon_core.schemas import ALL_GROUP, SpectrumOut
+from sedmon_core.schemas import ALL_GROUP, MAX_INT64, SpectrumOut
 from sedmon_server.api.dependencies import (
-    BAD_INPUT,
+    BAD_PARAMS,
     ERROR_RESPONSES,
     NOT_FOUND,
     engine_of,
@@ -32,7 +32,7 @@ POINT_KEYS: tuple[str, ...] = ("step", "sigma", "ratios", *SCALAR_FIELDS)
         200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"},
         **ERROR_RESPONSES,
         **NOT_FOUND,
-        **BAD_INPUT,
+        **BAD_PARAMS,
     },
 )
 def get_spectrum(
@@ -41,7 +41,10 @@ def get_spectrum(
     engine: Annotated[Engine, Depends(engine_of)],
     window: Annotated[int | None, Query(description="default: the run's smallest")] = None,
     group: Annotated[str, Query(max_length=100)] = ALL_GROUP,
-    since_step: Annotated[int | None, Query(description="only points after this step")] = None,
+    since_step: Annotated[
+        int | None,
+        Query(ge=-MAX_INT64 - 1, le=MAX_INT64, description="only points after this step"),
+    ] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
     """Every stored window spectrum, in step order; `step` is the window's last checkpoint."""

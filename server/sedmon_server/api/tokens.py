@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from sqlalchemy import Engine, select
 
 from sedmon_server import tables
-from sedmon_server.api.dependencies import BAD_INPUT, ERROR_RESPONSES, engine_of
+from sedmon_server.api.dependencies import BAD_INPUT, BAD_PARAMS, ERROR_RESPONSES, engine_of, error
 from sedmon_server.api.schemas import TokenCreate, TokenCreated, TokenList, TokenOut
 from sedmon_server.auth import Principal, check_project, create_token, require, revoke_token
 
@@ -69,7 +69,7 @@ def list_(
 @router.delete(
     "/{token_id}",
     status_code=204,
-    responses={**ERROR_RESPONSES, 404: {"description": "No such active token"}},
+    responses={**ERROR_RESPONSES, **BAD_PARAMS, 404: error("No such active token")},
 )
 def revoke(
     token_id: int,
