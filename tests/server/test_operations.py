@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from servertest import ADMIN, AUTH, new_run, post, post_json, random_walk
 
+from sedmon_server import observability
 from sedmon_server.observability import MULTIPROC_ENV, Observability
 
 pytestmark = pytest.mark.postgres
@@ -131,6 +132,7 @@ def test_per_run_gauges_shared_by_workers_take_the_latest_step_and_forget_finish
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setattr(observability, "FLUSH_SECONDS", 3600.0)  # flushed by hand below
     obs = Observability(active_run_seconds=3600, max_runs=2)
     obs.record_edge(7, "p", "seven", 0.5, 2, step=10)
     other = tmp_path / "runs" / f"7_{os.getpid() + 1}.json"  # another worker, a later step
@@ -142,6 +144,15 @@ def test_per_run_gauges_shared_by_workers_take_the_latest_step_and_forget_finish
     assert [rid for rid, _ in obs.reported_runs()] == [9, 8]  # at most max_runs, the latest
     obs.forget_run(7)  # finished on this worker: gone from every worker's files
     assert not list((tmp_path / "runs").glob("7_*.json"))
+    # Another worker's flush of an edge it recorded before the finish comes too late.
+    late = {**edge, "seen": time.time() - 0.001}
+    other.write_text(json.dumps(late))
+    assert 7 not in dict(obs.reported_runs()) and not other.exists()
+    # This worker's own edges reach the others through its flush, not at each checkpoint.
+    mine = tmp_path / "runs" / f"9_{os.getpid()}.json"
+    assert not mine.exists()
+    obs.flush()
+    assert json.loads(mine.read_text())["name"] == "nine"
     stale = tmp_path / "runs" / f"5_{os.getpid() + 1}.json"
     stale.write_text(json.dumps({**edge, "seen": 1.0}))
     assert 5 not in dict(obs.reported_runs()) and not stale.exists()

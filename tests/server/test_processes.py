@@ -22,6 +22,7 @@ from servertest import ADMIN, AUTH, random_walk
 
 from sedmon_core.spectrum import spectrum_series
 from sedmon_server.cli import tcp_listener
+from sedmon_server.observability import FLUSH_SECONDS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -272,6 +273,8 @@ def test_metrics_of_a_multi_worker_server_add_up_every_worker(
         for t in threads:
             t.join()
         assert len(last) == 3
+        # Each worker writes its runs' latest edges for the others every FLUSH_SECONDS.
+        time.sleep(2 * FLUSH_SECONDS)
         total = per_run * len(rids)
         created = ("sedmon_ingest_checkpoints_total", (("outcome", "created"),))
         latency = ("sedmon_ingest_seconds_count", (("endpoint", "checkpoint"),))
