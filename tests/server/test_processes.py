@@ -109,15 +109,29 @@ def test_alternating_checkpoints_to_two_processes_equal_sequential_ingest(
     cps = random_walk(24, 32, seed=41)
     rid = create_run(two_servers[0], "alternating")
     assert create_run(two_servers[1], "alternating") == rid
+    seq = create_run(two_servers[0], "sequential")  # the same checkpoints, one process
     clients = [httpx.Client(base_url=b, headers=AUTH) for b in two_servers]
+    acks: dict[int, list[Any]] = {rid: [], seq: []}
     for i, cp in enumerate(cps):
-        r = clients[i % 2].post(f"/api/v1/runs/{rid}/checkpoints", json={"step": i, "sketch": cp})
-        assert r.status_code == 201, r.text
+        for run_id, c in ((rid, clients[i % 2]), (seq, clients[0])):
+            r = c.post(f"/api/v1/runs/{run_id}/checkpoints", json={"step": i, "sketch": cp})
+            assert r.status_code == 201, r.text
+            acks[run_id].append(r.json()["edge"])
+    assert acks[rid] == acks[seq]  # every ack's edge summary, exactly
+
+    def stored(run_id: int) -> dict[str, Any]:
+        detail = clients[1].get(f"/api/v1/runs/{run_id}").json()
+        out = {k: detail[k] for k in ("num_checkpoints", "last_step", "latest")}
+        for w in (4, 8):
+            pts = clients[1].get(f"/api/v1/runs/{run_id}/spectrum", params={"window": w})
+            out[f"spectrum_{w}"] = pts.json()["points"]
+        return out
+
+    interleaved = stored(rid)
+    assert interleaved == stored(seq)  # every stored number and label, exactly
     for w in (4, 8):
-        pts = clients[1].get(f"/api/v1/runs/{rid}/spectrum", params={"window": w}).json()
-        np.testing.assert_allclose(
-            [p["sigma"] for p in pts["points"]], expected_points(cps, w), rtol=1e-9
-        )
+        sigma = [p["sigma"] for p in interleaved[f"spectrum_{w}"]]
+        np.testing.assert_allclose(sigma, expected_points(cps, w), rtol=1e-9)
 
 
 def test_two_processes_racing_on_one_run_accept_each_step_exactly_once(
