@@ -12,7 +12,8 @@ checkpoint has (bench/ingest.py measures it):
    prepares it once per connection. The group state's arrays travel in psycopg's binary
    format (`%(name)b`): text array literals of bytea cost a regex pass over every byte.
    On SQLite (no data-modifying CTEs) the same rows go through bulk SQLAlchemy Core
-   statements. The observers' first SAVEPOINT rides in the same round trip (a psycopg
+   statements. When ingest isolates its observers with savepoints (only after one failed,
+   see sedmon_server.ingest), the first SAVEPOINT rides in the same round trip (a psycopg
    pipeline).
 
 Both run inside the caller's transaction; neither commits.
